@@ -1,0 +1,5 @@
+"""Losses shared by tasks."""
+
+from avlab.losses.multitask import HeadLoss, MaskedMultiTaskLoss, focal_cross_entropy
+
+__all__ = ["HeadLoss", "MaskedMultiTaskLoss", "focal_cross_entropy"]
