@@ -1,0 +1,14 @@
+"""Training callbacks: the NaN guard and its fault injector, gradient-norm logging, finite checkpoints."""
+
+from avlab.callbacks.checkpoint import FiniteModelCheckpoint
+from avlab.callbacks.grad_norm import GradNormMonitor
+from avlab.callbacks.inject import NanInjector
+from avlab.callbacks.nan_guard import NanGuard, TrainingDivergedError
+
+__all__ = [
+    "FiniteModelCheckpoint",
+    "GradNormMonitor",
+    "NanGuard",
+    "NanInjector",
+    "TrainingDivergedError",
+]
