@@ -1,0 +1,328 @@
+"""Compose a run from its config: seed, build objects, fit, test the best checkpoint, record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from avlab.callbacks import TrainingDivergedError
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEY = "avlab_config"
+METRICS_FILE = "metrics.json"
+
+
+class StoreConfigInCheckpoint(L.Callback):
+    """Writes the run's resolved config into every checkpoint, so eval needs nothing else."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train and test one configured run; returns the metrics written to metrics.json."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    _write_run_record(output_dir, cfg)
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    module = build_module(cfg)
+    callbacks = instantiate_callbacks(cfg.get("callbacks")) + [StoreConfigInCheckpoint(resolved)]
+    loggers = instantiate_loggers(cfg.get("logger"), output_dir)
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(resolved)
+
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=find_resume_checkpoint(cfg.get("resume")), weights_only=True)
+    fit_metrics = _scalars(trainer.callback_metrics)
+
+    test_metrics: dict[str, float] = {}
+    best = _best_checkpoint(trainer)
+    if cfg.get("test", True):
+        if best is None:
+            log.warning("no best checkpoint was saved; testing the current weights")
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+        test_metrics = _scalars(results[0]) if results else {}
+
+    metrics = {**fit_metrics, **test_metrics}
+    value = _optimized_value(cfg, trainer, metrics)
+    status = "completed" if value is None or math.isfinite(value) else "diverged"
+    record = {
+        "status": status,
+        "reason": None if status == "completed" else f"{cfg.optimized_metric} is {value}",
+        "optimized_metric": cfg.get("optimized_metric"),
+        "value": value,
+        "best_checkpoint": best,
+        "metrics": metrics,
+    }
+    write_metrics(output_dir, record)
+    return record
+
+
+def build_module(cfg: DictConfig) -> L.LightningModule:
+    """The task's LightningModule with its network, loss and optimizer partials."""
+    net = hydra.utils.instantiate(cfg.model.net)
+    optim = cfg.get("optim") or {}
+    module = hydra.utils.instantiate(
+        cfg.model.module,
+        net=net,
+        loss=hydra.utils.instantiate(cfg.loss) if cfg.get("loss") else None,
+        optimizer=hydra.utils.instantiate(optim["optimizer"]) if optim.get("optimizer") else None,
+        scheduler=hydra.utils.instantiate(optim["scheduler"]) if optim.get("scheduler") else None,
+        scheduler_interval=optim.get("interval", "step"),
+    )
+    if cfg.model.get("init_from"):
+        init_from_checkpoint(module, cfg.model.init_from, cfg.model.module._target_)
+    return module
+
+
+def init_from_checkpoint(module: L.LightningModule, path: str, module_target: str) -> None:
+    """Start from another run's weights (not its optimizer state), refusing other tasks' checkpoints.
+
+    A module may define `init_from_checkpoint(checkpoint)` to merge rather than copy; otherwise
+    matching weights are loaded and the keys only one side has are logged.
+    """
+    ckpt_path = Path(path)
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"model.init_from={path}: no such checkpoint file")
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    stored = checkpoint.get(CONFIG_KEY)
+    if stored is None:
+        raise ValueError(f"model.init_from={path}: not an avlab checkpoint (no stored config)")
+    theirs = stored.get("model", {}).get("module", {}).get("_target_")
+    if theirs != module_target:
+        raise ValueError(
+            f"model.init_from={path}: a checkpoint of {theirs}, but this run trains {module_target}"
+        )
+    if hasattr(module, "init_from_checkpoint"):
+        module.init_from_checkpoint(checkpoint)
+        return
+    result = module.load_state_dict(checkpoint["state_dict"], strict=False)
+    loaded = len(checkpoint["state_dict"]) - len(result.unexpected_keys)
+    log.info("model.init_from=%s: loaded %d tensors; new here: %s; unused: %s",
+             path, loaded, result.missing_keys or "none", result.unexpected_keys or "none")
+
+
+def instantiate_callbacks(callbacks_cfg: DictConfig | None) -> list[L.Callback]:
+    """Every entry of the callbacks mapping that has a `_target_` (null entries are off)."""
+    return [
+        hydra.utils.instantiate(entry)
+        for entry in (callbacks_cfg or {}).values()
+        if isinstance(entry, DictConfig) and "_target_" in entry
+    ]
+
+
+def instantiate_loggers(logger_cfg: DictConfig | None, output_dir: Path) -> list[Logger]:
+    """Every logger entry with a `_target_`; W&B goes offline unless credentials are set up."""
+    loggers = []
+    for name, entry in (logger_cfg or {}).items():
+        if not (isinstance(entry, DictConfig) and "_target_" in entry):
+            continue
+        if entry._target_.endswith("WandbLogger"):
+            entry = _with_wandb_mode(entry, output_dir)
+        log.info("logger %s: %s", name, entry._target_)
+        loggers.append(hydra.utils.instantiate(entry))
+    return loggers
+
+
+def wandb_credentials_present() -> bool:
+    """Whether W&B could log online: an API key in the environment or in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False
+
+
+def _with_wandb_mode(entry: DictConfig, output_dir: Path) -> DictConfig:
+    """Resolve `offline: auto`: offline (synced later with `wandb sync`) without credentials."""
+    entry = entry.copy()
+    with open_dict(entry):
+        if str(entry.get("offline", "auto")).lower() == "auto":
+            mode = os.environ.get("WANDB_MODE", "").lower()
+            entry.offline = mode in ("offline", "disabled") or (
+                mode != "online" and not wandb_credentials_present()
+            )
+            if entry.offline:
+                log.info("W&B: no credentials found, logging offline into %s/wandb "
+                         "(upload later with `wandb sync`)", output_dir)
+    return entry
+
+
+def find_resume_checkpoint(resume: str | None) -> str | None:
+    """A checkpoint to resume from: a .ckpt file, or a run folder's checkpoints/last.ckpt."""
+    if not resume:
+        return None
+    path = Path(resume)
+    if path.is_dir():
+        record = path / METRICS_FILE
+        if record.is_file() and json.loads(record.read_text()).get("status") == "completed":
+            raise ValueError(f"{path}: this run finished already; start a new run instead of resuming")
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"resume={resume}: no checkpoint at {path}")
+    return str(path)
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    """Path of the best checkpoint, if one was written."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback else ""
+    return path if path and Path(path).is_file() else None
+
+
+def _optimized_value(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float]) -> float | None:
+    """The value a sweep optimises: the checkpoint's best score if it monitors that metric."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    callback = trainer.checkpoint_callback
+    if callback is not None and callback.monitor == name and callback.best_model_score is not None:
+        return float(callback.best_model_score)
+    return metrics.get(name)
+
+
+def _scalars(values: Any) -> dict[str, float]:
+    """Metric tensors/floats as a plain {name: float} mapping."""
+    return {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in dict(values).items()}
+
+
+def write_metrics(output_dir: Path, record: dict[str, Any]) -> None:
+    """Write metrics.json (non-finite floats become strings so the file stays valid JSON)."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    (output_dir / METRICS_FILE).write_text(json.dumps(clean(record), indent=2) + "\n")
+
+
+def _write_run_record(output_dir: Path, cfg: DictConfig) -> None:
+    """Save what reproduces the run: resolved config, command line, git commit and diff."""
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    info = {"command": [sys.executable, *sys.argv], "cwd": os.getcwd(), **_git_state()}
+    (output_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _git_state() -> dict[str, Any]:
+    """The commit and uncommitted diff of the code, if it lives in a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                                  timeout=10, check=True).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+    commit = git("rev-parse", "HEAD")
+    return {"git_commit": commit.strip() if commit else None, "git_diff": git("diff", "HEAD")}
+
+
+def is_multirun() -> bool:
+    """Whether this job is one of a Hydra multirun (sweep)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def worst_value(mode: str) -> float:
+    """The sentinel a failed sweep job returns: the worst possible score."""
+    return -math.inf if mode == "max" else math.inf
+
+
+def train_entry(cfg: DictConfig) -> float | None:
+    """train() for the command line: a failed sweep job is recorded and the sweep goes on."""
+    try:
+        return train(cfg)["value"]
+    except Exception as err:
+        status = "diverged" if isinstance(err, TrainingDivergedError) else "failed"
+        output_dir = Path(cfg.paths.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_metrics(output_dir, {
+            "status": status, "reason": f"{type(err).__name__}: {err}",
+            "optimized_metric": cfg.get("optimized_metric"), "value": None,
+            "traceback": traceback.format_exc(),
+        })
+        if not is_multirun():
+            raise
+        log.error("job %s %s (%s); the sweep goes on", output_dir, status, err)
+        return worst_value(cfg.get("optimized_metric_mode", "min"))
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Rebuild a run from the config stored in its checkpoint and test it; returns metrics."""
+    ckpt = Path(cfg.ckpt)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"ckpt={cfg.ckpt}: no such checkpoint file")
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if CONFIG_KEY not in checkpoint:
+        raise ValueError(f"{ckpt}: no avlab config stored in this checkpoint (not written by avlab's train.py?)")
+    run_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _apply_command_line_overrides(run_cfg, cfg)
+    with open_dict(run_cfg):
+        run_cfg.paths.output_dir = str(output_dir)
+        _drop_pretrained(run_cfg.model)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_cfg))
+
+    L.seed_everything(run_cfg.seed, workers=True)
+    datamodule = hydra.utils.instantiate(run_cfg.data)
+    module = build_module(run_cfg)
+    loggers = instantiate_loggers(cfg.get("logger"), output_dir)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        run_cfg.trainer, callbacks=[], logger=loggers or False, default_root_dir=str(output_dir)
+    )
+    with warnings.catch_warnings():
+        # Training callbacks (checkpointing, NaN guard) are deliberately absent when testing.
+        warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=str(ckpt), weights_only=True)
+    record = {"status": "completed", "checkpoint": str(ckpt), "metrics": _scalars(results[0])}
+    write_metrics(output_dir, record)
+    return record
+
+
+def _apply_command_line_overrides(run_cfg: DictConfig, cfg: DictConfig) -> None:
+    """Copy the keys the user overrode on eval's command line into the stored run config."""
+    if not HydraConfig.initialized():
+        return
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "ckpt" or key.startswith(("hydra.", "paths.", "logger")):
+            continue
+        value = OmegaConf.select(cfg, key)
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        OmegaConf.update(run_cfg, key, value, merge=False, force_add=True)
+
+
+def _drop_pretrained(model_cfg: DictConfig) -> None:
+    """Weights come from the checkpoint, so eval must not need the original pretrained files."""
+    for node in (model_cfg, model_cfg.get("net") or {}):
+        for key in ("pretrained", "init_from"):
+            if isinstance(node, DictConfig) and key in node:
+                node[key] = None

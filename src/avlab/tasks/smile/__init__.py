@@ -1,0 +1,1 @@
+"""Smile intensity and facial emotion from face images and short clips."""

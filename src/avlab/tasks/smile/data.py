@@ -1,0 +1,480 @@
+"""Smile + emotion data: readers for GENKI-4K, FER2013 and our both-labels clips, one DataModule.
+
+Every sample becomes a dict of tensors:
+    frames        (T, 3, H, W) float, normalised; a still image is repeated T times with jitter
+    smile         ()  float in [0, 1]   smile_mask   ()  bool: whether `smile` is a label
+    emotion       ()  long in 0..6      emotion_mask ()  bool: whether `emotion` is a label
+    source        ()  long, index of the sample's source in the DataModule's `sources`
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
+
+from avlab.data_utils import DatasetError, ensure_generated, read_image_gray, seeded_split
+from avlab.tasks.smile.model import NUM_EMOTIONS
+
+log = logging.getLogger(__name__)
+
+FER_SIDE = 48
+FER_USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+SPLITS = ("train", "val", "test")
+
+
+def read_genki_labels(root: Path) -> np.ndarray:
+    """Read GENKI-4K's labels.txt: one `smile yaw pitch roll` line per image, no header."""
+    path = Path(root) / "labels.txt"
+    if not path.is_file():
+        raise DatasetError(f"{path}: GENKI-4K labels.txt not found")
+    rows = []
+    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        try:
+            values = [float(v) for v in fields]
+        except ValueError as err:
+            raise DatasetError(f"{path}, line {line_no}: not numbers: {line!r}") from err
+        if len(values) != 4:
+            raise DatasetError(
+                f"{path}, line {line_no}: expected 4 values `smile yaw pitch roll`, got {len(values)}"
+            )
+        if values[0] not in (0.0, 1.0):
+            raise DatasetError(f"{path}, line {line_no}: smile label must be 0 or 1, got {values[0]}")
+        rows.append(values)
+    if not rows:
+        raise DatasetError(f"{path}: no labels")
+    return np.asarray(rows, dtype=np.float32)
+
+
+def genki_image_path(root: Path, index: int) -> Path:
+    """Path of the image on line `index` (0-based) of labels.txt: files/file0001.jpg is line 1."""
+    return Path(root) / "files" / f"file{index + 1:04d}.jpg"
+
+
+def read_fer2013_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a FER2013 CSV (either published header) into images, emotions and split names.
+
+    Returns uint8 images (N, 48, 48), int64 emotions (N,) and splits (N,) in train/val/test.
+    Both `emotion,pixels,Usage` and the ICML variant `emotion, Usage, pixels` are accepted.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: FER2013 CSV not found")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    frame.columns = [c.strip() for c in frame.columns]
+    missing = {"emotion", "pixels", "Usage"} - set(frame.columns)
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {sorted(missing)}; header is {list(frame.columns)}")
+    images = np.empty((len(frame), FER_SIDE, FER_SIDE), dtype=np.uint8)
+    emotions = np.empty(len(frame), dtype=np.int64)
+    splits = np.empty(len(frame), dtype=object)
+    for i, (emotion, pixels, usage) in enumerate(
+        zip(frame["emotion"], frame["pixels"], frame["Usage"], strict=True)
+    ):
+        where = f"{path}, row {i + 2}"  # line number in the file: header is line 1
+        emotions[i] = _parse_emotion(emotion, where)
+        images[i] = _parse_pixels(pixels, where)
+        split = FER_USAGE_TO_SPLIT.get(usage.strip())
+        if split is None:
+            raise DatasetError(f"{where}: Usage must be one of {list(FER_USAGE_TO_SPLIT)}, got {usage!r}")
+        splits[i] = split
+    return images, emotions, splits
+
+
+def _parse_emotion(text: str, where: str) -> int:
+    """An emotion index 0..6, or a DatasetError naming the row."""
+    try:
+        value = int(text.strip())
+    except ValueError as err:
+        raise DatasetError(f"{where}: emotion is not an integer: {text!r}") from err
+    if not 0 <= value < NUM_EMOTIONS:
+        raise DatasetError(f"{where}: emotion must be in 0..{NUM_EMOTIONS - 1}, got {value}")
+    return value
+
+
+def _parse_pixels(text: str, where: str) -> np.ndarray:
+    """2304 space-separated uint8 values as a 48x48 image, or a DatasetError naming the row."""
+    fields = text.split()
+    if len(fields) != FER_SIDE * FER_SIDE:
+        raise DatasetError(f"{where}: expected {FER_SIDE * FER_SIDE} pixels, got {len(fields)}")
+    try:
+        values = np.array(fields, dtype=np.int64)
+    except ValueError as err:
+        raise DatasetError(f"{where}: pixels are not integers ({err})") from err
+    if values.min() < 0 or values.max() > 255:
+        raise DatasetError(f"{where}: pixel values must be in 0..255")
+    return values.astype(np.uint8).reshape(FER_SIDE, FER_SIDE)
+
+
+def read_clip_labels(root: Path) -> pd.DataFrame:
+    """Read the both-labels clip index `labels.csv` (clip,split,smile,emotion)."""
+    path = Path(root) / "labels.csv"
+    if not path.is_file():
+        raise DatasetError(f"{path}: clip labels.csv not found")
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    required = ("clip", "split", "smile", "emotion")
+    if not rows or any(key not in rows[0] for key in required):
+        raise DatasetError(f"{path}: header must contain {','.join(required)}")
+    for i, row in enumerate(rows):
+        where = f"{path}, row {i + 2}"
+        if row["split"] not in SPLITS:
+            raise DatasetError(f"{where}: split must be one of {SPLITS}, got {row['split']!r}")
+        try:
+            smile = float(row["smile"])
+        except ValueError as err:
+            raise DatasetError(f"{where}: smile is not a number: {row['smile']!r}") from err
+        if not 0.0 <= smile <= 1.0:
+            raise DatasetError(f"{where}: smile intensity must be in [0, 1], got {smile}")
+        row["smile"] = smile
+        row["emotion"] = _parse_emotion(row["emotion"], where)
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class FrameTransform:
+    """Resize, augment and turn an image (or clip) into a normalised (T, 3, H, W) tensor.
+
+    A still image is repeated `seq_len` times with light per-frame jitter (a shift of up to
+    `max_shift` pixels, a brightness change of up to `brightness`), so a still-image dataset
+    feeds the same temporal model as video. The randomness comes from the generator passed
+    in: evaluation passes one seeded by the sample index, so every run sees the same frames.
+    """
+
+    image_size: int = 64
+    seq_len: int = 10
+    max_shift: int = 2
+    brightness: float = 0.05
+    augment: bool = False
+
+    def still(self, image: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """A still grayscale image -> a jittered (T, 3, H, W) sequence."""
+        base = self._prepare(image, rng)
+        frames = [self._jitter(base, rng) for _ in range(self.seq_len)]
+        return self._to_tensor(np.stack(frames))
+
+    def clip(self, frames: Sequence[np.ndarray], rng: np.random.Generator) -> torch.Tensor:
+        """A grayscale clip of exactly `seq_len` frames -> (T, 3, H, W), augmented alike."""
+        if len(frames) != self.seq_len:
+            raise ValueError(f"clip has {len(frames)} frames, expected {self.seq_len}")
+        flip = self.augment and rng.random() < 0.5
+        out = [self._resize(f[:, ::-1] if flip else f) for f in frames]
+        return self._to_tensor(np.stack(out))
+
+    def _prepare(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Centre-crop to a square, optionally augment (flip, zoom), resize."""
+        image = _center_square(image)
+        if self.augment:
+            if rng.random() < 0.5:
+                image = image[:, ::-1]
+            side = image.shape[0]
+            crop = int(round(side * rng.uniform(0.85, 1.0)))
+            y0, x0 = rng.integers(0, side - crop + 1, size=2)
+            image = image[y0 : y0 + crop, x0 : x0 + crop]
+        return self._resize(image)
+
+    def _resize(self, image: np.ndarray) -> np.ndarray:
+        """Resize a 2-D uint8 image to the model's square input size."""
+        image = np.ascontiguousarray(_center_square(image))
+        if image.shape[0] == self.image_size:
+            return image
+        interp = cv2.INTER_AREA if image.shape[0] > self.image_size else cv2.INTER_LINEAR
+        return cv2.resize(image, (self.image_size, self.image_size), interpolation=interp)
+
+    def _jitter(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One frame of the repeated still: shifted by a few pixels, brightness varied."""
+        dy, dx = rng.integers(-self.max_shift, self.max_shift + 1, size=2)
+        frame = np.roll(image, (int(dy), int(dx)), axis=(0, 1)).astype(np.float32)
+        return frame * (1.0 + rng.uniform(-self.brightness, self.brightness))
+
+    @staticmethod
+    def _to_tensor(frames: np.ndarray) -> torch.Tensor:
+        """(T, H, W) gray in 0..255 -> (T, 3, H, W) float normalised to about [-1, 1]."""
+        tensor = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
+        tensor = (tensor / 127.5 - 1.0).clamp(-1.5, 1.5)
+        return tensor.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+
+
+def _center_square(image: np.ndarray) -> np.ndarray:
+    """The largest centred square of a 2-D image."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    y0, x0 = (height - side) // 2, (width - side) // 2
+    return image[y0 : y0 + side, x0 : x0 + side]
+
+
+def _sample(
+    frames: torch.Tensor, smile: float | None, emotion: int | None, source: int
+) -> dict[str, torch.Tensor]:
+    """Pack one sample; a missing label gets a placeholder and a False mask."""
+    return {
+        "frames": frames,
+        "smile": torch.tensor(0.0 if smile is None else float(smile)),
+        "smile_mask": torch.tensor(smile is not None),
+        "emotion": torch.tensor(0 if emotion is None else int(emotion)),
+        "emotion_mask": torch.tensor(emotion is not None),
+        "source": torch.tensor(source),
+    }
+
+
+class _SeededDataset(Dataset):
+    """Base: a per-item generator that is random in training and fixed by index otherwise."""
+
+    def __init__(self, transform: FrameTransform, source: int, eval_seed: int) -> None:
+        self.transform = transform
+        self.source = source
+        self.eval_seed = eval_seed
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.transform.augment:
+            # Drawn from torch's generator, which seed_everything(workers=True) seeds per worker.
+            return np.random.default_rng(int(torch.randint(0, 2**62, ())))
+        return np.random.default_rng((self.eval_seed, self.source, index))
+
+
+class Genki4kDataset(_SeededDataset):
+    """GENKI-4K as published: files/fileNNNN.jpg + labels.txt; smile labels only."""
+
+    def __init__(
+        self,
+        root: Path,
+        indices: Sequence[int] | None,
+        transform: FrameTransform,
+        source: int = 0,
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__(transform, source, eval_seed)
+        self.root = Path(root)
+        labels = read_genki_labels(self.root)
+        self.indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
+        self.smile = labels[:, 0]
+        paths = (genki_image_path(self.root, i) for i in self.indices)
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise DatasetError(
+                f"{self.root}: {len(missing)} image(s) listed in labels.txt are missing, "
+                f"first {missing[0]}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        index = int(self.indices[item])
+        image = read_image_gray(genki_image_path(self.root, index))
+        frames = self.transform.still(image, self._rng(index))
+        return _sample(frames, smile=float(self.smile[index]), emotion=None, source=self.source)
+
+
+class Fer2013Dataset(_SeededDataset):
+    """FER2013 rows of one split (from the Usage column); emotion labels only."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        emotions: np.ndarray,
+        transform: FrameTransform,
+        source: int = 0,
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__(transform, source, eval_seed)
+        self.images = images
+        self.emotions = emotions
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        frames = self.transform.still(self.images[item], self._rng(item))
+        return _sample(frames, smile=None, emotion=int(self.emotions[item]), source=self.source)
+
+
+class SmileClipDataset(_SeededDataset):
+    """Our both-labels clips: clips/<clip>/frame_00.jpg.. + labels.csv (clip,split,smile,emotion)."""
+
+    def __init__(
+        self,
+        root: Path,
+        split: str,
+        transform: FrameTransform,
+        source: int = 0,
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__(transform, source, eval_seed)
+        self.root = Path(root)
+        labels = read_clip_labels(self.root)
+        self.rows = labels[labels["split"] == split].reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def frame_paths(self, clip: str) -> list[Path]:
+        """The clip's frame files in time order, or a DatasetError if there are none."""
+        paths = sorted((self.root / "clips" / clip).glob("frame_*.jpg"))
+        if not paths:
+            raise DatasetError(f"{self.root / 'clips' / clip}: clip has no frame_*.jpg files")
+        return paths
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        row = self.rows.iloc[item]
+        frames = [read_image_gray(p) for p in self.frame_paths(row["clip"])]
+        tensor = self.transform.clip(frames, self._rng(item))
+        return _sample(tensor, smile=row["smile"], emotion=row["emotion"], source=self.source)
+
+
+def _synthesizers() -> Mapping[str, Any]:
+    """The generators of the default datasets (imported lazily: only needed when generating)."""
+    from avlab.tasks.smile.synth import SYNTHESIZERS
+
+    return SYNTHESIZERS
+
+
+class SmileDataModule(L.LightningDataModule):
+    """Mixes smile/emotion sources whose labels differ; each sample says which labels it has.
+
+    `sources` maps a name (used in logs and metric names) to a mapping with
+    `format` (genki4k | fer2013 | clips), `path` (relative to `root`, or absolute) and
+    `synth` (generator parameters for the default dataset, or null for real data only).
+    `mix` optionally gives each source's share of the training draws (e.g. {genki: 0.5,
+    fer: 0.5}); by default every training sample is drawn once per epoch.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        sources: Mapping[str, Mapping[str, Any] | None],
+        image_size: int = 64,
+        seq_len: int = 10,
+        max_shift: int = 2,
+        brightness: float = 0.05,
+        augment: bool = True,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        split_seed: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        mix: Mapping[str, float] | None = None,
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.sources = {name: dict(spec) for name, spec in sources.items() if spec}
+        if not self.sources:
+            raise ValueError("SmileDataModule needs at least one source")
+        for name, spec in self.sources.items():
+            if spec.get("format") not in ("genki4k", "fer2013", "clips"):
+                raise ValueError(f"source {name!r}: unknown format {spec.get('format')!r}")
+        self.mix = dict(mix) if mix else None
+        if self.mix and set(self.mix) - set(self.sources):
+            raise ValueError(f"mix names unknown sources {sorted(set(self.mix) - set(self.sources))}")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.split_seed = split_seed
+        self.fractions = (val_fraction, test_fraction)
+        self.eval_seed = eval_seed
+        self.train_transform = FrameTransform(image_size, seq_len, max_shift, brightness, augment)
+        self.eval_transform = FrameTransform(image_size, seq_len, max_shift, brightness, False)
+        self.datasets: dict[str, dict[str, Dataset]] = {}
+
+    @property
+    def source_names(self) -> list[str]:
+        """Source names in index order (the `source` field of a sample indexes this list)."""
+        return list(self.sources)
+
+    def source_path(self, name: str) -> Path:
+        """Where a source lives: its `path` joined to `root` (an absolute path wins)."""
+        return self.root / self.sources[name].get("path", name)
+
+    def prepare_data(self) -> None:
+        """Generate missing default datasets; real datasets are only read."""
+        synthesizers = _synthesizers()
+        for name, spec in self.sources.items():
+            ensure_generated(
+                self.source_path(name), f"{name} ({spec['format']})",
+                synthesizers[spec["format"]], spec.get("synth"),
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read every source and build its train/val/test datasets."""
+        if self.datasets:
+            return
+        for index, name in enumerate(self.sources):
+            self.datasets[name] = self._build_source(name, index)
+            sizes = {split: len(ds) for split, ds in self.datasets[name].items()}
+            log.info("source %s (%s): %s", name, self.source_path(name), sizes)
+
+    def _build_source(self, name: str, index: int) -> dict[str, Dataset]:
+        """Train/val/test datasets of one source."""
+        fmt, path = self.sources[name]["format"], self.source_path(name)
+        out: dict[str, Dataset] = {}
+        if fmt == "genki4k":
+            splits = seeded_split(len(read_genki_labels(path)), self.fractions, self.split_seed)
+            for split, indices in splits.items():
+                out[split] = Genki4kDataset(path, indices, self._transform(split), index, self.eval_seed)
+        elif fmt == "fer2013":
+            images, emotions, usage = read_fer2013_csv(_fer_csv(path))
+            for split in SPLITS:
+                keep = usage == split
+                out[split] = Fer2013Dataset(
+                    images[keep], emotions[keep], self._transform(split), index, self.eval_seed
+                )
+        else:
+            for split in SPLITS:
+                out[split] = SmileClipDataset(path, split, self._transform(split), index, self.eval_seed)
+        return out
+
+    def _transform(self, split: str) -> FrameTransform:
+        return self.train_transform if split == "train" else self.eval_transform
+
+    def _concat(self, split: str) -> ConcatDataset:
+        parts = [self.datasets[name][split] for name in self.sources]
+        return ConcatDataset([p for p in parts if len(p) > 0])
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._concat("train")
+        sampler = self._mix_sampler(dataset) if self.mix else None
+        return self._loader(dataset, shuffle=sampler is None, sampler=sampler, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._concat("val"), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._concat("test"), shuffle=False)
+
+    def _mix_sampler(self, dataset: ConcatDataset) -> WeightedRandomSampler:
+        """Draw each source in proportion to `mix`, whatever its size."""
+        weights = []
+        for part in dataset.datasets:
+            name = self.source_names[part.source]
+            weights.append(np.full(len(part), self.mix.get(name, 0.0) / len(part)))
+        return WeightedRandomSampler(np.concatenate(weights).tolist(), num_samples=len(dataset))
+
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            **kwargs,
+        )
+
+
+def _fer_csv(path: Path) -> Path:
+    """FER2013's CSV: the path itself, or fer2013.csv / icml_face_data.csv inside it."""
+    if path.is_file():
+        return path
+    for name in ("fer2013.csv", "icml_face_data.csv"):
+        if (path / name).is_file():
+            return path / name
+    raise DatasetError(f"{path}: no fer2013.csv or icml_face_data.csv found")

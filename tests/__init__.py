@@ -1,0 +1,1 @@
+"""avlab test suite."""

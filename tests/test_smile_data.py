@@ -1,0 +1,173 @@
+"""Smile loaders on small fixtures in each real format: good files load, bad ones name themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from avlab.data_utils import DatasetError, ensure_generated
+from avlab.tasks.smile.data import (
+    FrameTransform,
+    Genki4kDataset,
+    SmileClipDataset,
+    SmileDataModule,
+    read_clip_labels,
+    read_fer2013_csv,
+    read_genki_labels,
+)
+
+
+def _gray(seed: int, size: int = 48) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8)
+
+
+def _write_genki(root: Path, labels: list[str]) -> Path:
+    (root / "files").mkdir(parents=True)
+    for i in range(len(labels)):
+        Image.fromarray(_gray(i, 60 + 7 * i)).save(root / "files" / f"file{i + 1:04d}.jpg")
+    (root / "labels.txt").write_text("\n".join(labels) + "\n")
+    return root
+
+
+def _fer_row(emotion, usage, pixels=None) -> list[str]:
+    pixels = " ".join(map(str, _gray(1).ravel())) if pixels is None else pixels
+    return [str(emotion), pixels, usage]
+
+
+def _write_fer(path: Path, rows: list[list[str]], header="emotion,pixels,Usage", order=(0, 1, 2)) -> Path:
+    lines = [header] + [",".join(row[i] for i in order) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_genki_reads_labels_and_images_of_any_size(tmp_path):
+    root = _write_genki(tmp_path / "GENKI-4K", ["1 0.1 -0.2 0.0", "0 0 0 0", "1 -0.3 0.1 0.05"])
+    labels = read_genki_labels(root)
+    assert labels.shape == (3, 4) and labels[:, 0].tolist() == [1, 0, 1]
+    dataset = Genki4kDataset(root, None, FrameTransform(image_size=32, seq_len=10))
+    sample = dataset[2]
+    assert sample["frames"].shape == (10, 3, 32, 32)
+    assert sample["smile"].item() == 1.0 and sample["smile_mask"] and not sample["emotion_mask"]
+
+
+def test_genki_bad_label_line_names_file_and_line(tmp_path):
+    root = _write_genki(tmp_path / "g", ["1 0 0 0", "1 0 0", "0 0 0 0"])
+    with pytest.raises(DatasetError, match=r"labels\.txt, line 2: expected 4 values"):
+        read_genki_labels(root)
+    (root / "labels.txt").write_text("1 0 0 0\n2 0 0 0\n")
+    with pytest.raises(DatasetError, match="line 2: smile label must be 0 or 1"):
+        read_genki_labels(root)
+
+
+def test_corrupt_image_gives_clear_error_naming_the_file(tmp_path):
+    root = _write_genki(tmp_path / "g", ["1 0 0 0", "0 0 0 0"])
+    (root / "files" / "file0002.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    dataset = Genki4kDataset(root, None, FrameTransform(image_size=32))
+    dataset[0]
+    with pytest.raises(DatasetError, match=r"file0002\.jpg: cannot decode image"):
+        dataset[1]
+
+
+def test_genki_missing_image_is_reported_at_setup(tmp_path):
+    root = _write_genki(tmp_path / "g", ["1 0 0 0", "0 0 0 0"])
+    (root / "files" / "file0001.jpg").unlink()
+    with pytest.raises(DatasetError, match=r"missing, first .*file0001\.jpg"):
+        Genki4kDataset(root, None, FrameTransform())
+
+
+def test_fer_both_published_headers_read_the_same(tmp_path):
+    rows = [_fer_row(3, "Training"), _fer_row(0, "PublicTest"), _fer_row(6, "PrivateTest")]
+    standard = _write_fer(tmp_path / "fer2013.csv", rows)
+    icml = _write_fer(tmp_path / "icml_face_data.csv", rows, header="emotion, Usage, pixels", order=(0, 2, 1))
+    for path in (standard, icml):
+        images, emotions, splits = read_fer2013_csv(path)
+        assert images.shape == (3, 48, 48) and images.dtype == np.uint8
+        assert emotions.tolist() == [3, 0, 6]
+        assert splits.tolist() == ["train", "val", "test"]
+        assert np.array_equal(images[0], _gray(1))
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (_fer_row(3, "Training", pixels="1 2 3"), "row 3: expected 2304 pixels, got 3"),
+        (_fer_row(9, "Training"), "row 3: emotion must be in 0..6"),
+        (_fer_row("x", "Training"), "row 3: emotion is not an integer"),
+        (_fer_row(2, "Validation"), "row 3: Usage must be one of"),
+        (_fer_row(2, "Training", pixels=" ".join(["300"] * 2304)), "row 3: pixel values must be in 0..255"),
+    ],
+)
+def test_fer_malformed_row_names_file_and_row(tmp_path, row, message):
+    path = _write_fer(tmp_path / "fer2013.csv", [_fer_row(1, "Training"), row])
+    with pytest.raises(DatasetError, match=f"fer2013.csv, {message}"):
+        read_fer2013_csv(path)
+
+
+def _write_clips(root: Path, rows: list[tuple[str, str, str, str]], frames: int = 10) -> Path:
+    for clip, *_ in rows:
+        (root / "clips" / clip).mkdir(parents=True)
+        for t in range(frames):
+            Image.fromarray(_gray(t, 40)).save(root / "clips" / clip / f"frame_{t:02d}.jpg")
+    text = "clip,split,smile,emotion\n" + "\n".join(",".join(r) for r in rows) + "\n"
+    (root / "labels.csv").write_text(text)
+    return root
+
+
+def test_clip_dataset_carries_both_labels(tmp_path):
+    root = _write_clips(tmp_path / "c", [("a", "train", "0.8", "3"), ("b", "test", "0.1", "4")])
+    sample = SmileClipDataset(root, "test", FrameTransform(image_size=32))[0]
+    assert sample["frames"].shape == (10, 3, 32, 32)
+    assert sample["smile"].item() == pytest.approx(0.1) and sample["emotion"].item() == 4
+    assert sample["smile_mask"] and sample["emotion_mask"]
+
+
+def test_clip_labels_bad_row_names_file_and_row(tmp_path):
+    root = _write_clips(tmp_path / "c", [("a", "train", "1.7", "3")])
+    with pytest.raises(DatasetError, match=r"labels\.csv, row 2: smile intensity must be in \[0, 1\]"):
+        read_clip_labels(root)
+
+
+def test_eval_frames_are_identical_across_reads_and_training_frames_vary(tmp_path):
+    root = _write_genki(tmp_path / "g", ["1 0 0 0"])
+    eval_ds = Genki4kDataset(root, None, FrameTransform(image_size=32, augment=False))
+    assert torch.equal(eval_ds[0]["frames"], eval_ds[0]["frames"])
+    train_ds = Genki4kDataset(root, None, FrameTransform(image_size=32, augment=True))
+    assert not torch.equal(train_ds[0]["frames"], train_ds[0]["frames"])
+    frames = eval_ds[0]["frames"]
+    assert not torch.equal(frames[0], frames[1]), "a still must be jittered over time"
+
+
+def test_mix_draws_sources_in_the_configured_ratio(tmp_path):
+    genki = _write_genki(tmp_path / "genki", [f"{i % 2} 0 0 0" for i in range(40)])
+    rows = [_fer_row(i % 7, "Training") for i in range(200)] + [_fer_row(1, "PublicTest"), _fer_row(2, "PrivateTest")]
+    (tmp_path / "fer").mkdir()
+    _write_fer(tmp_path / "fer" / "fer2013.csv", rows)
+    dm = SmileDataModule(
+        root=str(tmp_path),
+        sources={"genki": {"format": "genki4k", "path": str(genki), "synth": None},
+                 "fer": {"format": "fer2013", "path": "fer", "synth": None}},
+        image_size=16, batch_size=50, mix={"genki": 0.5, "fer": 0.5}, val_fraction=0.1, test_fraction=0.1,
+    )
+    dm.prepare_data()
+    dm.setup()
+    torch.manual_seed(0)
+    sources = torch.cat([b["source"] for b in dm.train_dataloader()])
+    genki_share = (sources == 0).float().mean().item()
+    assert 0.4 < genki_share < 0.6, genki_share  # 32 GENKI vs 200 FER samples unmixed: 0.14
+
+
+def test_real_dataset_folders_are_never_written_and_missing_ones_are_clear(tmp_path):
+    real = _write_genki(tmp_path / "real", ["1 0 0 0"])
+    before = sorted(p.name for p in real.rglob("*"))
+
+    def must_not_run(root, **params):
+        raise AssertionError("generator ran on a real dataset")
+
+    ensure_generated(real, "genki", must_not_run, {"n": 10})
+    assert sorted(p.name for p in real.rglob("*")) == before
+    with pytest.raises(DatasetError, match="not found, and generation is off"):
+        ensure_generated(tmp_path / "absent", "genki", must_not_run, None)

@@ -1,0 +1,44 @@
+"""SmileEmotionNet: shapes, ranges, offline-first weights."""
+
+import pytest
+import torch
+
+from avlab.backbones import PretrainedWeightsError
+from avlab.tasks.smile.model import SmileEmotionNet
+
+
+def test_outputs_per_sequence_and_per_frame():
+    net = SmileEmotionNet(lstm_hidden=32).eval()
+    out = net(torch.randn(2, 10, 3, 48, 48))
+    assert out.smile_logit.shape == (2,) and out.emotion_logits.shape == (2, 7)
+    assert out.frame_smile_logit.shape == (2, 10) and out.frame_emotion_logits.shape == (2, 10, 7)
+    assert ((out.smile_intensity >= 0) & (out.smile_intensity <= 1)).all()
+
+
+def test_temporal_model_sees_frame_order():
+    torch.manual_seed(0)
+    net = SmileEmotionNet(lstm_hidden=32).eval()
+    frames = torch.randn(1, 10, 3, 48, 48)
+    forward = net(frames).frame_smile_logit
+    backward = net(frames.flip(1)).frame_smile_logit.flip(1)
+    assert not torch.allclose(forward, backward)
+
+
+def test_bad_input_rank_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"\(B, T, C, H, W\)"):
+        SmileEmotionNet(lstm_hidden=8)(torch.randn(2, 3, 48, 48))
+
+
+def test_random_init_by_default_and_missing_pretrained_file_is_clear(tmp_path):
+    SmileEmotionNet(pretrained=None)
+    with pytest.raises(PretrainedWeightsError, match="no such file"):
+        SmileEmotionNet(pretrained=str(tmp_path / "mobilenet.safetensors"))
+
+
+def test_pretrained_weights_load_from_a_local_file(tmp_path):
+    source = SmileEmotionNet(lstm_hidden=8)
+    path = tmp_path / "backbone.pth"
+    torch.save(source.encoder.state_dict(), path)
+    loaded = SmileEmotionNet(pretrained=str(path), lstm_hidden=8)
+    for name, tensor in source.encoder.state_dict().items():
+        assert torch.equal(loaded.encoder.state_dict()[name], tensor), name
