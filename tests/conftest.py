@@ -15,14 +15,9 @@ from omegaconf import DictConfig, open_dict
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 
-# Small generated datasets: enough samples for every split, seconds to write.
-TINY_SMILE_DATA = [
-    "data.sources.genki.synth.n=120",
-    "data.sources.fer.synth.n_train=140",
-    "data.sources.fer.synth.n_public=28",
-    "data.sources.fer.synth.n_private=28",
-    "data.batch_size=8",
-]
+# Each data config NAME may have a conf/data/NAME_tiny.yaml: the same loader on a few hundred
+# generated samples. Tests use it so every preset runs in seconds.
+TINY_SMILE_DATA = ["data=smile_tiny"]
 
 os.environ.setdefault("AVLAB_ROOT", str(REPO))
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -53,10 +48,15 @@ def compose_config(
 
 @pytest.fixture
 def make_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
-    """Build a train config from overrides; tiny smile data unless `tiny=False`."""
+    """Build a train config from overrides, on the data config's `_tiny` twin unless `tiny=False`."""
 
     def make(*overrides: str, tiny: bool = True, name: str = "run") -> DictConfig:
-        extra = TINY_SMILE_DATA if tiny else []
-        return compose_config("train", [*extra, *overrides], tmp_path / name, data_dir)
+        cfg = compose_config("train", list(overrides), tmp_path / name, data_dir)
+        if not tiny or any(o.startswith("data=") for o in overrides):
+            return cfg
+        tiny_choice = f"{HydraConfig.get().runtime.choices['data']}_tiny"
+        if not (CONF / "data" / f"{tiny_choice}.yaml").is_file():
+            return cfg
+        return compose_config("train", [f"data={tiny_choice}", *overrides], tmp_path / name, data_dir)
 
     return make
