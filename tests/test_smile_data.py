@@ -171,3 +171,51 @@ def test_real_dataset_folders_are_never_written_and_missing_ones_are_clear(tmp_p
     assert sorted(p.name for p in real.rglob("*")) == before
     with pytest.raises(DatasetError, match="not found, and generation is off"):
         ensure_generated(tmp_path / "absent", "genki", must_not_run, None)
+
+
+def _write_fer_folders(root: Path, per_class: int = 2) -> Path:
+    for split in ("train", "test"):
+        for c, name in enumerate(("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(_gray(10 * c + i)).save(root / split / name / f"{split}_{i}.jpg")
+    return root
+
+
+def test_fer_image_folder_variant_maps_class_names_to_fer_order(tmp_path):
+    from avlab.tasks.smile.data import read_fer2013_folders
+
+    paths, emotions, splits = read_fer2013_folders(_write_fer_folders(tmp_path / "fer"))
+    assert len(paths) == 28 and set(splits) == {"train", "test"}
+    by_folder = {p.parent.name: int(e) for p, e in zip(paths, emotions, strict=True)}
+    assert by_folder == {"angry": 0, "disgust": 1, "fear": 2, "happy": 3, "sad": 4, "surprise": 5, "neutral": 6}
+    (tmp_path / "fer" / "train" / "contempt").mkdir()
+    with pytest.raises(DatasetError, match="unknown class folder"):
+        read_fer2013_folders(tmp_path / "fer")
+
+
+def test_fer_folder_source_holds_val_out_of_train(tmp_path):
+    _write_fer_folders(tmp_path / "fer", per_class=10)
+    dm = SmileDataModule(root=str(tmp_path), sources={"fer": {"format": "fer2013_folders", "path": "fer", "synth": None}},
+                         image_size=16, val_fraction=0.2)
+    dm.setup()
+    sizes = {split: len(ds) for split, ds in dm.datasets["fer"].items()}
+    assert sizes == {"train": 56, "val": 14, "test": 70}
+
+
+def test_genki_face_crop_finds_a_real_face_and_counts_images_without_one(tmp_path, caplog):
+    import skimage.data
+
+    root = tmp_path / "g"
+    (root / "files").mkdir(parents=True)
+    Image.fromarray(skimage.data.astronaut()).save(root / "files" / "file0001.jpg")
+    Image.fromarray(_gray(3, 120)).save(root / "files" / "file0002.jpg")  # noise: no face
+    (root / "labels.txt").write_text("1 0 0 0\n0 0 0 0\n")
+    dm = SmileDataModule(root=str(tmp_path), sources={"genki": {"format": "genki4k", "path": "g", "synth": None}},
+                         image_size=32, val_fraction=0.0, test_fraction=0.0)
+    with caplog.at_level("INFO"):
+        boxes = dm._face_boxes(root, 2, "haar")
+    x, y, w, h = boxes[0]
+    assert 100 < x < 250 and 0 <= y < 120 and 80 < w <= 512  # the astronaut's face, with margin
+    assert boxes[1] is None
+    assert "face found in 1 of 2 images; 1 fell back to a centre crop" in caplog.text

@@ -152,3 +152,41 @@ def test_multirun_records_failed_and_diverged_jobs_and_goes_on(tmp_path, data_di
     records = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.rglob("metrics.json")}
     assert {r["status"] for r in records.values()} == {"diverged", "failed"}
     assert "TrainingDivergedError" in records["0"]["reason"]
+
+
+@pytest.mark.slow
+def test_finetune_starts_from_the_pretrain_weights_only(short_run, make_cfg):
+    from avlab.run import build_module
+
+    cfg, _ = short_run
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints/best.ckpt"
+    finetune = make_cfg("experiment=smile_finetune", f"model.init_from={ckpt}", "debug=fdr")
+    module = build_module(finetune)
+    stored = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    for name, tensor in module.state_dict().items():
+        if name in stored:
+            assert torch.equal(tensor, stored[name]), name
+    assert "criterion.log_vars.smile" in module.state_dict()  # new in fine-tuning, not in pretrain
+    record = train(finetune)
+    assert record["status"] == "completed"
+    assert "test/smile_auroc" in record["metrics"] and "test/emotion_acc" in record["metrics"]
+
+
+def test_init_from_names_a_missing_path_and_refuses_another_tasks_checkpoint(make_cfg, tmp_path):
+    from avlab.run import build_module
+
+    missing = tmp_path / "nope.ckpt"
+    with pytest.raises(FileNotFoundError, match="model.init_from=.*nope.ckpt"):
+        build_module(make_cfg("experiment=smile_finetune", f"model.init_from={missing}"))
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}, "avlab_config": {"model": {"module": {"_target_": "avlab.tasks.vad.module.X"}}}}, other)
+    with pytest.raises(ValueError, match="a checkpoint of avlab.tasks.vad.module.X"):
+        build_module(make_cfg("experiment=smile_finetune", f"model.init_from={other}"))
+
+
+@pytest.mark.slow
+def test_test_metrics_are_reported_per_source(short_run):
+    _, record = short_run
+    for key in ("test/genki/smile_auroc", "test/fer/emotion_acc", "test/smile_auroc", "test/emotion_acc"):
+        assert key in record["metrics"], key
+    assert "test/genki/emotion_acc" not in record["metrics"]  # GENKI carries no emotion labels

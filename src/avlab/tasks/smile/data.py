@@ -142,6 +142,76 @@ def read_clip_labels(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+SOURCE_FORMATS = ("genki4k", "fer2013", "fer2013_folders", "clips")
+FER_FOLDER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FER_FOLDER_SPLITS = {"train": "train", "test": "test"}
+
+
+def read_fer2013_folders(root: Path) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """Read the FER2013 image-folder variant: train/<class>/*.jpg and test/<class>/*.jpg.
+
+    Returns image paths, emotions (FER order) and splits; it ships no validation split, so
+    the caller holds some of train out.
+    """
+    root = Path(root)
+    paths, emotions, splits = [], [], []
+    for folder, split in FER_FOLDER_SPLITS.items():
+        if not (root / folder).is_dir():
+            raise DatasetError(f"{root / folder}: FER2013 folder variant needs train/ and test/")
+        unknown = sorted(p.name for p in (root / folder).iterdir() if p.is_dir() and p.name not in FER_FOLDER_CLASSES)
+        if unknown:
+            raise DatasetError(f"{root / folder}: unknown class folder(s) {unknown}; expected {FER_FOLDER_CLASSES}")
+        for emotion, name in enumerate(FER_FOLDER_CLASSES):
+            for path in sorted((root / folder / name).glob("*")):
+                if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+                    paths.append(path)
+                    emotions.append(emotion)
+                    splits.append(split)
+    if not paths:
+        raise DatasetError(f"{root}: no images under train/<class>/ or test/<class>/")
+    return paths, np.asarray(emotions, dtype=np.int64), np.asarray(splits, dtype=object)
+
+
+class FaceCropper:
+    """Finds the face with OpenCV's Haar frontal-face cascade; centre crop where none is found.
+
+    GENKI-4K images vary in size and are not aligned. The box is widened by `margin` so the
+    whole face (brows to chin) stays in view. How many images fell back is counted.
+    """
+
+    def __init__(self, margin: float = 0.25, min_size: int = 24) -> None:
+        cascade = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        self.detector = cv2.CascadeClassifier(str(cascade))
+        if self.detector.empty():
+            raise RuntimeError(f"{cascade}: cannot load OpenCV's Haar cascade (opencv-python-headless<5 ships it)")
+        self.margin = margin
+        self.min_size = min_size
+        self.fallbacks = 0
+
+    def box(self, image: np.ndarray) -> tuple[int, int, int, int] | None:
+        """The largest face as a square (x, y, side, side) box with margin, or None."""
+        faces = self.detector.detectMultiScale(image, scaleFactor=1.1, minNeighbors=4,
+                                               minSize=(self.min_size, self.min_size))
+        if len(faces) == 0:
+            self.fallbacks += 1
+            return None
+        x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
+        side = int(max(w, h) * (1 + 2 * self.margin))
+        cx, cy = x + w // 2, y + h // 2
+        side = min(side, image.shape[0], image.shape[1])
+        x0 = int(np.clip(cx - side // 2, 0, image.shape[1] - side))
+        y0 = int(np.clip(cy - side // 2, 0, image.shape[0] - side))
+        return x0, y0, side, side
+
+
+def crop_box(image: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The image inside a box; the whole image for None (the transform centre-crops it)."""
+    if box is None:
+        return image
+    x, y, w, h = box
+    return image[y : y + h, x : x + w]
+
+
 @dataclass(frozen=True)
 class FrameTransform:
     """Resize, augment and turn an image (or clip) into a normalised (T, 3, H, W) tensor.
@@ -253,9 +323,11 @@ class Genki4kDataset(_SeededDataset):
         transform: FrameTransform,
         source: int = 0,
         eval_seed: int = 0,
+        boxes: Mapping[int, tuple[int, int, int, int] | None] | None = None,
     ) -> None:
         super().__init__(transform, source, eval_seed)
         self.root = Path(root)
+        self.boxes = boxes or {}
         labels = read_genki_labels(self.root)
         self.indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
         self.smile = labels[:, 0]
@@ -273,16 +345,17 @@ class Genki4kDataset(_SeededDataset):
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         index = int(self.indices[item])
         image = read_image_gray(genki_image_path(self.root, index))
+        image = crop_box(image, self.boxes.get(index))
         frames = self.transform.still(image, self._rng(index))
         return _sample(frames, smile=float(self.smile[index]), emotion=None, source=self.source)
 
 
 class Fer2013Dataset(_SeededDataset):
-    """FER2013 rows of one split (from the Usage column); emotion labels only."""
+    """FER2013 images of one split (CSV rows or image-folder files); emotion labels only."""
 
     def __init__(
         self,
-        images: np.ndarray,
+        images: np.ndarray | Sequence[Path],
         emotions: np.ndarray,
         transform: FrameTransform,
         source: int = 0,
@@ -296,7 +369,10 @@ class Fer2013Dataset(_SeededDataset):
         return len(self.images)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
-        frames = self.transform.still(self.images[item], self._rng(item))
+        image = self.images[item]
+        if isinstance(image, Path):
+            image = read_image_gray(image)
+        frames = self.transform.still(image, self._rng(item))
         return _sample(frames, smile=None, emotion=int(self.emotions[item]), source=self.source)
 
 
@@ -373,7 +449,7 @@ class SmileDataModule(L.LightningDataModule):
         if not self.sources:
             raise ValueError("SmileDataModule needs at least one source")
         for name, spec in self.sources.items():
-            if spec.get("format") not in ("genki4k", "fer2013", "clips"):
+            if spec.get("format") not in SOURCE_FORMATS:
                 raise ValueError(f"source {name!r}: unknown format {spec.get('format')!r}")
         self.mix = dict(mix) if mix else None
         if self.mix and set(self.mix) - set(self.sources):
@@ -400,10 +476,10 @@ class SmileDataModule(L.LightningDataModule):
         """Generate missing default datasets; real datasets are only read."""
         synthesizers = _synthesizers()
         for name, spec in self.sources.items():
-            ensure_generated(
-                self.source_path(name), f"{name} ({spec['format']})",
-                synthesizers[spec["format"]], spec.get("synth"),
-            )
+            generator = synthesizers.get(spec["format"])
+            if spec.get("synth") is not None and generator is None:
+                raise ValueError(f"source {name!r}: no generator for format {spec['format']!r}; set synth: null")
+            ensure_generated(self.source_path(name), f"{name} ({spec['format']})", generator, spec.get("synth"))
 
     def setup(self, stage: str | None = None) -> None:
         """Read every source and build its train/val/test datasets."""
@@ -416,23 +492,63 @@ class SmileDataModule(L.LightningDataModule):
 
     def _build_source(self, name: str, index: int) -> dict[str, Dataset]:
         """Train/val/test datasets of one source."""
-        fmt, path = self.sources[name]["format"], self.source_path(name)
-        out: dict[str, Dataset] = {}
-        if fmt == "genki4k":
-            splits = seeded_split(len(read_genki_labels(path)), self.fractions, self.split_seed)
-            for split, indices in splits.items():
-                out[split] = Genki4kDataset(path, indices, self._transform(split), index, self.eval_seed)
-        elif fmt == "fer2013":
-            images, emotions, usage = read_fer2013_csv(_fer_csv(path))
-            for split in SPLITS:
-                keep = usage == split
-                out[split] = Fer2013Dataset(
-                    images[keep], emotions[keep], self._transform(split), index, self.eval_seed
-                )
-        else:
-            for split in SPLITS:
-                out[split] = SmileClipDataset(path, split, self._transform(split), index, self.eval_seed)
-        return out
+        spec, path = self.sources[name], self.source_path(name)
+        builders = {
+            "genki4k": self._genki_splits,
+            "fer2013": self._fer_csv_splits,
+            "fer2013_folders": self._fer_folder_splits,
+            "clips": self._clip_splits,
+        }
+        return builders[spec["format"]](path, index, spec)
+
+    def _genki_splits(self, path: Path, index: int, spec: Mapping[str, Any]) -> dict[str, Dataset]:
+        """GENKI-4K has no official split: a fixed permutation holds out val and test."""
+        labels = read_genki_labels(path)
+        boxes = self._face_boxes(path, len(labels), spec.get("face_crop", "haar"))
+        splits = seeded_split(len(labels), self.fractions, self.split_seed)
+        return {
+            split: Genki4kDataset(path, indices, self._transform(split), index, self.eval_seed, boxes)
+            for split, indices in splits.items()
+        }
+
+    def _face_boxes(self, path: Path, count: int, mode: str) -> dict[int, Any]:
+        """Face boxes of every GENKI image (mode haar), found once at setup; {} for centre crops."""
+        if mode == "center":
+            return {}
+        if mode != "haar":
+            raise ValueError(f"face_crop must be 'haar' or 'center', got {mode!r}")
+        cropper = FaceCropper()
+        boxes = {i: cropper.box(read_image_gray(genki_image_path(path, i))) for i in range(count)}
+        log.info("%s: face found in %d of %d images; %d fell back to a centre crop",
+                 path, count - cropper.fallbacks, count, cropper.fallbacks)
+        return boxes
+
+    def _fer_csv_splits(self, path: Path, index: int, spec: Mapping[str, Any]) -> dict[str, Dataset]:
+        """FER2013 CSV: Usage gives the split."""
+        images, emotions, usage = read_fer2013_csv(_fer_csv(path))
+        return {
+            split: Fer2013Dataset(images[usage == split], emotions[usage == split],
+                                  self._transform(split), index, self.eval_seed)
+            for split in SPLITS
+        }
+
+    def _fer_folder_splits(self, path: Path, index: int, spec: Mapping[str, Any]) -> dict[str, Dataset]:
+        """FER2013 image folders: train/ and test/; val is held out of train."""
+        paths, emotions, usage = read_fer2013_folders(path)
+        train_idx = np.flatnonzero(usage == "train")
+        held = seeded_split(len(train_idx), (self.fractions[0], 0.0), self.split_seed)
+        chosen = {"train": train_idx[held["train"]], "val": train_idx[held["val"]],
+                  "test": np.flatnonzero(usage == "test")}
+        return {
+            split: Fer2013Dataset([paths[i] for i in rows], emotions[rows],
+                                  self._transform(split), index, self.eval_seed)
+            for split, rows in chosen.items()
+        }
+
+    def _clip_splits(self, path: Path, index: int, spec: Mapping[str, Any]) -> dict[str, Dataset]:
+        """Our clips: labels.csv gives the split."""
+        return {split: SmileClipDataset(path, split, self._transform(split), index, self.eval_seed)
+                for split in SPLITS}
 
     def _transform(self, split: str) -> FrameTransform:
         return self.train_transform if split == "train" else self.eval_transform

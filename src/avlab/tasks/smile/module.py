@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch import nn
 from torchmetrics import MeanAbsoluteError, MetricCollection
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, MulticlassF1Score
 
@@ -15,24 +16,46 @@ from avlab.optim import configure_optimizers
 from avlab.tasks.smile.model import NUM_EMOTIONS, SmileEmotionNet, SmileOutput
 
 
-def _smile_metrics() -> MetricCollection:
-    return MetricCollection({"smile_mae": MeanAbsoluteError(), "smile_auroc": BinaryAUROC()})
+class HeadMetrics(nn.Module):
+    """Smile metrics on smile-labelled samples and emotion metrics on emotion-labelled ones."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.smile = MetricCollection({"smile_mae": MeanAbsoluteError(), "smile_auroc": BinaryAUROC()})
+        self.emotion = MetricCollection(
+            {
+                "emotion_acc": MulticlassAccuracy(NUM_EMOTIONS, average="micro"),
+                "emotion_f1": MulticlassF1Score(NUM_EMOTIONS, average="macro"),
+            }
+        )
 
-def _emotion_metrics() -> MetricCollection:
-    return MetricCollection(
-        {
-            "emotion_acc": MulticlassAccuracy(NUM_EMOTIONS, average="micro"),
-            "emotion_f1": MulticlassF1Score(NUM_EMOTIONS, average="macro"),
-        }
-    )
+    def update(self, out: SmileOutput, batch: dict[str, torch.Tensor], keep: torch.Tensor) -> None:
+        """Update with the samples selected by `keep` that carry each head's label."""
+        smile_mask = batch["smile_mask"] & keep
+        if smile_mask.any():
+            intensity, label = out.smile_intensity[smile_mask], batch["smile"][smile_mask]
+            self.smile["smile_mae"].update(intensity, label)
+            self.smile["smile_auroc"].update(intensity, (label > 0.5).long())
+        emotion_mask = batch["emotion_mask"] & keep
+        if emotion_mask.any():
+            self.emotion.update(out.emotion_logits[emotion_mask], batch["emotion"][emotion_mask])
+
+    def compute_and_reset(self, prefix: str) -> dict[str, torch.Tensor]:
+        """{prefix/name: value} for the heads that saw labels, then reset."""
+        values = {}
+        for collection in (self.smile, self.emotion):
+            if any(metric.update_count > 0 for metric in collection.values()):
+                values.update({f"{prefix}/{k}": v for k, v in collection.compute().items()})
+            collection.reset()
+        return values
 
 
 class SmileEmotionModule(L.LightningModule):
     """Trains SmileEmotionNet with a masked multi-task loss; each head sees only its labels.
 
     Metrics (val/ and test/): smile_mae and smile_auroc (label > 0.5) on smile-labelled
-    samples, emotion_acc and macro emotion_f1 on emotion-labelled samples.
+    samples, emotion_acc and macro emotion_f1 on emotion-labelled samples; with several
+    sources, test metrics are also reported per source (test/<source>/...).
     """
 
     def __init__(
@@ -49,12 +72,17 @@ class SmileEmotionModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
-        self.smile_metrics = torch.nn.ModuleDict(
-            {stage: _smile_metrics() for stage in ("val", "test")}
-        )
-        self.emotion_metrics = torch.nn.ModuleDict(
-            {stage: _emotion_metrics() for stage in ("val", "test")}
-        )
+        self.metrics = nn.ModuleDict({stage: HeadMetrics() for stage in ("val", "test")})
+        # Per-source test metrics (test/<source>/...), made in setup once the sources are known.
+        self.source_metrics = nn.ModuleDict()
+        self.source_names: list[str] = []
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        self.source_names = list(getattr(datamodule, "source_names", []))
+        if len(self.source_names) > 1 and not len(self.source_metrics):
+            for name in self.source_names:
+                self.source_metrics[name] = HeadMetrics()
 
     def forward(self, frames: torch.Tensor) -> SmileOutput:
         return self.net(frames)
@@ -90,33 +118,24 @@ class SmileEmotionModule(L.LightningModule):
         self._evaluate(batch, "test")
 
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        """Update the stage's metrics on the labelled samples of each head, log the loss."""
+        """Update the stage's metrics (and per-source test metrics), log the loss."""
         out, losses = self._step(batch)
         self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=batch["frames"].shape[0])
-        smile_mask, emotion_mask = batch["smile_mask"], batch["emotion_mask"]
-        if smile_mask.any():
-            intensity, label = out.smile_intensity[smile_mask], batch["smile"][smile_mask]
-            smile = self.smile_metrics[stage]
-            smile["smile_mae"].update(intensity, label)
-            smile["smile_auroc"].update(intensity, (label > 0.5).long())
-        if emotion_mask.any():
-            self.emotion_metrics[stage].update(
-                out.emotion_logits[emotion_mask], batch["emotion"][emotion_mask]
-            )
+        everything = torch.ones_like(batch["smile_mask"])
+        self.metrics[stage].update(out, batch, everything)
+        if stage == "test":
+            for index, name in enumerate(self.source_names):
+                if name in self.source_metrics:
+                    self.source_metrics[name].update(out, batch, batch["source"] == index)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
+        self.log_dict(self.metrics["val"].compute_and_reset("val"), prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
-
-    def _log_metrics(self, stage: str) -> None:
-        """Compute and log the metrics of the heads that saw labels this epoch, then reset."""
-        for collection in (self.smile_metrics[stage], self.emotion_metrics[stage]):
-            if any(metric.update_count > 0 for metric in collection.values()):
-                values = collection.compute()
-                self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, prog_bar=stage == "val")
-            collection.reset()
+        values = self.metrics["test"].compute_and_reset("test")
+        for name, metrics in self.source_metrics.items():
+            values.update(metrics.compute_and_reset(f"test/{name}"))
+        self.log_dict(values)
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_optimizers(
