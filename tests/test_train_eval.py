@@ -190,3 +190,15 @@ def test_test_metrics_are_reported_per_source(short_run):
     for key in ("test/genki/smile_auroc", "test/fer/emotion_acc", "test/smile_auroc", "test/emotion_acc"):
         assert key in record["metrics"], key
     assert "test/genki/emotion_acc" not in record["metrics"]  # GENKI carries no emotion labels
+
+
+@pytest.mark.slow
+def test_overfitting_two_batches_drives_the_loss_down(make_cfg):
+    """Model, masked loss and optimizer are wired right: a couple of batches can be learnt."""
+    cfg = make_cfg("debug=overfit", "trainer.max_epochs=10", "trainer.log_every_n_steps=1",
+                   "callbacks.model_checkpoint=null",
+                   "trainer.check_val_every_n_epoch=100", "test=false", "optim.lr=3e-3")
+    train(cfg)
+    with (Path(cfg.paths.output_dir) / "csv/metrics.csv").open() as handle:
+        losses = [float(r["train/loss"]) for r in csv.DictReader(handle) if r.get("train/loss")]
+    assert losses[-1] < 0.5 * losses[0], losses
