@@ -1,0 +1,116 @@
+"""Frame-level anomaly metrics: AUROC and AUPR over all test frames, with optional temporal
+Gaussian smoothing of each video's scores (as the AI-VAD paper), and per-video score plots."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # plots are files; no display is needed or wanted
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torchmetrics.functional.classification import binary_auroc, binary_average_precision  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def gaussian_smooth(scores: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Scores (T,) convolved with a Gaussian of `sigma` frames; edges repeat the end values."""
+    if sigma <= 0 or len(scores) < 2:
+        return scores
+    radius = max(1, int(4 * sigma + 0.5))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(scores.dtype).view(1, 1, -1)
+    padded = F.pad(scores.view(1, 1, -1), (radius, radius), mode="replicate")
+    return F.conv1d(padded, kernel).view(-1)
+
+
+@dataclass
+class VideoScores:
+    """One test video's target frames in order, with scores and ground truth."""
+
+    frames: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    streams: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class FrameScoreCollector:
+    """Accumulates per-frame scores of test batches, grouped by video."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[tuple[int, float, int, dict[str, float]]]] = defaultdict(list)
+
+    def add(self, videos: list[str], frames: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+            streams: dict[str, torch.Tensor]) -> None:
+        """Record one batch: video path, target frame index, score and label per clip."""
+        for i, video in enumerate(videos):
+            extra = {name: float(values[i]) for name, values in streams.items()}
+            self.rows[video].append((int(frames[i]), float(scores[i]), int(labels[i]), extra))
+
+    def videos(self) -> dict[str, VideoScores]:
+        """Every video's scores sorted by frame index."""
+        result = {}
+        for video, rows in sorted(self.rows.items()):
+            rows = sorted(rows, key=lambda row: row[0])
+            names = list(rows[0][3])
+            result[video] = VideoScores(
+                frames=torch.tensor([r[0] for r in rows]),
+                scores=torch.tensor([r[1] for r in rows], dtype=torch.float64),
+                labels=torch.tensor([r[2] for r in rows]),
+                streams={n: torch.tensor([r[3][n] for r in rows], dtype=torch.float64) for n in names},
+            )
+        return result
+
+    def reset(self) -> None:
+        """Forget everything recorded."""
+        self.rows.clear()
+
+
+def frame_metrics(videos: dict[str, VideoScores], sigma: float = 0.0, stream: str | None = None) -> dict[str, float]:
+    """frame_auroc and frame_aupr over all videos' frames ({} if only one class is present)."""
+    if not videos:
+        return {}
+    scores = torch.cat([gaussian_smooth(v.streams[stream] if stream else v.scores, sigma) for v in videos.values()])
+    labels = torch.cat([v.labels for v in videos.values()])
+    if labels.min() == labels.max():
+        return {}
+    return {
+        "frame_auroc": float(binary_auroc(scores, labels)),
+        "frame_aupr": float(binary_average_precision(scores, labels)),
+    }
+
+
+def plot_video_scores(path: Path, name: str, video: VideoScores, sigma: float) -> None:
+    """PNG of one video's raw and smoothed frame scores, ground-truth anomalous frames shaded."""
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    for start, stop in _runs(video.labels):
+        ax.axvspan(video.frames[start] - 0.5, video.frames[stop - 1] + 0.5, color="tab:red", alpha=0.18, lw=0)
+    ax.plot(video.frames, video.scores, color="0.6", lw=0.8, label="score")
+    if sigma > 0:
+        ax.plot(video.frames, gaussian_smooth(video.scores, sigma), color="tab:blue", lw=1.6,
+                label=f"smoothed (sigma={sigma:g})")
+    ax.set(xlabel="frame", ylabel="anomaly score", title=f"{name} (shaded: ground-truth anomalous frames)")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _runs(labels: torch.Tensor) -> list[tuple[int, int]]:
+    """[start, stop) index ranges where labels are 1."""
+    runs, start = [], None
+    for i, value in enumerate(labels.tolist() + [0]):
+        if value and start is None:
+            start = i
+        elif not value and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs

@@ -1,0 +1,156 @@
+"""AiVadNet: anomalib's AI-VAD pipeline with each extractor chosen by config.
+
+    clips (N, L, 3, H, W) floats in [0, 1]; the first and last frame of each clip are used
+      -> flow (N, 2, H, W) and regions (per frame: M boxes)          extractors.py
+      -> per frame {velocity (M, bins), pose (M, 34), deep (M, D)}    anomalib's VideoRegionFeatureExtractor
+      -> per stream region scores (M,) -> frame score                density.py (anomalib's estimators)
+
+A frame's score is anomalib's: per stream, the maximum over its regions; summed over streams.
+A frame without moving regions scores 0 (anomalib would crash on it).
+
+This composes anomalib's components rather than subclassing `AiVadModel`, whose constructor
+always downloads all four pretrained networks and whose forward fails on a frame without regions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from avlab.tasks.vad.density import AiVadDensity
+from avlab.tasks.vad.extractors import (
+    RegionFeatures,
+    RegionVelocity,
+    build_appearance,
+    build_flow,
+    build_pose,
+    build_regions,
+    check_weights,
+    off_choice,
+)
+
+# Submodules whose weights come from a cache file, not from our checkpoints (see module.py).
+CACHED_WEIGHTS = {
+    "flow": ("raft", "flow_extractor."),
+    "regions": ("maskrcnn", "region_extractor."),
+    "pose": ("keypointrcnn", "feature_extractor.pose_extractor."),
+    "appearance": ("clip", "feature_extractor.deep_extractor."),
+}
+
+
+@dataclass
+class AiVadOutput:
+    """Scores of a batch of clips, for the target (last) frame of each."""
+
+    frame_scores: torch.Tensor  # (N,)
+    stream_scores: dict[str, torch.Tensor]  # stream -> (N,) frame score of that stream alone
+    boxes: list[torch.Tensor]  # per frame (M, 4) xyxy
+    region_scores: list[torch.Tensor]  # per frame (M,)
+
+
+class AiVadNet(nn.Module):
+    """Extractors (frozen, always in eval mode) + the density estimators they feed."""
+
+    def __init__(
+        self,
+        flow: str = "farneback",
+        regions: str = "motion",
+        pose: str | bool | None = "off",
+        appearance: str | bool | None = "timm",
+        pretrained: str | None = None,
+        n_velocity_bins: int = 8,
+        n_components_velocity: int = 2,
+        n_neighbors_pose: int = 1,
+        n_neighbors_deep: int = 1,
+        max_bank_size: int | None = None,
+        gmm_warm_start_steps: int = 5,
+        min_bbox_area: int = 100,
+        max_bbox_overlap: float = 0.65,
+        velocity: dict | None = None,
+        farneback: dict | None = None,
+        motion: dict | None = None,
+        maskrcnn: dict | None = None,
+        timm: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.choices = {"flow": flow, "regions": regions, "pose": off_choice(pose), "appearance": off_choice(appearance)}
+        self.feature_config = _feature_config(
+            self.choices, n_velocity_bins=n_velocity_bins, velocity=velocity, min_bbox_area=min_bbox_area,
+            max_bbox_overlap=max_bbox_overlap, farneback=farneback, motion=motion, maskrcnn=maskrcnn, timm=timm,
+        )
+        check_weights(self.choices)
+        self.flow_extractor = build_flow(flow, farneback)
+        self.region_extractor = build_regions(regions, min_bbox_area, max_bbox_overlap, maskrcnn, motion)
+        self.feature_extractor = RegionFeatures(
+            velocity=RegionVelocity(n_velocity_bins, **(velocity or {})),
+            pose=build_pose(pose),
+            appearance=build_appearance(appearance, timm, pretrained),
+        )
+        self.density = AiVadDensity(
+            use_velocity_features=True,
+            use_pose_features=self.feature_extractor.use_pose_features,
+            use_deep_features=self.feature_extractor.use_deep_features,
+            n_components_velocity=n_components_velocity,
+            n_neighbors_pose=n_neighbors_pose,
+            n_neighbors_deep=n_neighbors_deep,
+            max_bank_size=max_bank_size,
+            warm_start_steps=gmm_warm_start_steps,
+        )
+        for extractor in self.extractors():
+            extractor.requires_grad_(False)
+
+    def extractors(self) -> list[nn.Module]:
+        """The frozen feature-extraction stages."""
+        return [self.flow_extractor, self.region_extractor, self.feature_extractor]
+
+    def cached_prefixes(self) -> list[str]:
+        """State-dict prefixes of the extractors whose weights come from cache files."""
+        return [prefix for key, (choice, prefix) in CACHED_WEIGHTS.items() if self.choices[key] == choice]
+
+    def train(self, mode: bool = True) -> AiVadNet:
+        """Switch the density mode only: the extractors stay in eval mode (frozen BatchNorm)."""
+        super().train(mode)
+        for extractor in self.extractors():
+            extractor.eval()
+        return self
+
+    @torch.no_grad()
+    def extract(self, clips: torch.Tensor) -> tuple[list[dict], list[dict]]:
+        """Regions and per-region features of each clip's last frame."""
+        first, last = clips[:, 0], clips[:, -1]
+        flows = self.flow_extractor(first, last)
+        regions = self.region_extractor(first, last)
+        features = self.feature_extractor(first, flows, regions)
+        return regions, features
+
+    def forward(self, clips: torch.Tensor) -> list[dict] | AiVadOutput:
+        """Training: per-frame feature dicts for the density update. Eval: scores."""
+        regions, features = self.extract(clips)
+        if self.training:
+            return features
+        return self.score(regions, features)
+
+    @torch.no_grad()
+    def score(self, regions: list[dict], features: list[dict]) -> AiVadOutput:
+        """Frame and region scores from each frame's region features (one density call per stream)."""
+        counts = [len(r["boxes"]) for r in regions]
+        merged = {key: torch.cat([f[key] for f in features]) for key in features[0]} if features else {}
+        per_stream = {s: scores.split(counts) for s, scores in self.density.score_streams(merged).items()}
+        stream_scores = {s: torch.stack([_max_or_zero(x) for x in parts]) for s, parts in per_stream.items()}
+        frame_scores = sum(stream_scores.values()) if stream_scores else torch.zeros(len(regions))
+        region_scores = [sum(parts[i] for parts in per_stream.values()) for i in range(len(regions))]
+        return AiVadOutput(frame_scores, stream_scores, [r["boxes"] for r in regions], region_scores)
+
+
+def _feature_config(choices: dict[str, str], **settings) -> dict:
+    """What the features mean, as plain JSON types: a merge of two fitted models needs it equal
+    on both sides (the weights of a random-init encoder travel in the checkpoint instead)."""
+    return json.loads(json.dumps({**choices, **{k: {} if v is None else v for k, v in settings.items()}}))
+
+
+def _max_or_zero(scores: torch.Tensor) -> torch.Tensor:
+    """A frame's score in one stream: its highest region score, 0 without regions."""
+    return scores.max() if scores.numel() else scores.new_zeros(())

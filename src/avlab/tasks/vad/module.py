@@ -1,0 +1,196 @@
+"""AI-VAD LightningModule: one pass over the training clips fits the density model; test scores frames.
+
+Nothing is trained by gradient descent (anomalib's `configure_optimizers()` returns None too):
+the training epoch extracts per-region features of every clip into the density estimators, and
+its end fits them. The presets run it as anomalib requires: one epoch, no gradient clipping, no
+sanity validation, no NaN/gradient callbacks, `optim=none`.
+
+Test metrics (frame level, over all test frames): `test/frame_auroc`, `test/frame_aupr` on
+scores smoothed over time with a Gaussian of `sigma` frames, the same unsmoothed as
+`test/frame_auroc_raw` / `test/frame_aupr_raw`, and per stream `test/frame_auroc_<stream>`.
+Per-video score plots go to `<run folder>/plots/`.
+
+Checkpoints hold the extractors' weights (except those read from a cache file: RAFT, Mask R-CNN,
+Keypoint R-CNN, CLIP) and everything a later merge needs: kNN banks with their per-video group
+ids, the GMM and its raw velocity features. `model.init_from=CKPT` merges such a checkpoint:
+its banks stay as their own groups, this run's features are added, the GMM warm-starts from its
+parameters, and the normalisation is recomputed over everything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from anomalib.data import VideoBatch
+from anomalib.models.video.ai_vad.features import FeatureType
+
+from avlab.tasks.vad.metrics import (
+    FrameScoreCollector,
+    VideoScores,
+    frame_metrics,
+    plot_video_scores,
+)
+from avlab.tasks.vad.model import AiVadNet
+
+log = logging.getLogger(__name__)
+
+FEATURES_KEY = "aivad_feature_config"
+
+
+class AiVadModule(L.LightningModule):
+    """Fits AiVadNet's density estimators in one training epoch and scores test frames."""
+
+    def __init__(
+        self,
+        net: AiVadNet,
+        loss: Any = None,
+        optimizer: Any = None,
+        scheduler: Any = None,
+        scheduler_interval: str = "step",
+        sigma: float = 3.0,
+        plots: bool = True,
+        max_plots: int = 50,
+        expect_init_from: bool = False,
+        torch_threads: int | None = 1,
+    ) -> None:
+        super().__init__()
+        if loss is not None or optimizer is not None or scheduler is not None:
+            raise ValueError(
+                "AI-VAD is not trained by gradient descent: run it with `optim=none` and no loss "
+                "(the aivad_scratch / aivad_finetune presets do)"
+            )
+        del scheduler_interval
+        self.net = net
+        self.sigma = sigma
+        self.plots = plots
+        self.max_plots = max_plots
+        self.expect_init_from = expect_init_from
+        self.torch_threads = torch_threads
+        self.scores = FrameScoreCollector()
+        self.train_regions = 0
+        self.train_frames = 0
+
+    def forward(self, clips: torch.Tensor):
+        """AiVadNet's forward: features in training mode, scores in eval mode."""
+        return self.net(clips)
+
+    def setup(self, stage: str) -> None:
+        """Set torch's intra-op threads for this process (None leaves them alone).
+
+        The per-region work is thousands of tiny tensor ops; on a busy 2-core machine two
+        threads made them 12x slower than one (threads spin waiting for a free core).
+        """
+        if self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
+
+    def configure_optimizers(self) -> None:
+        """No optimizer: the density estimators are fitted, not trained."""
+        return None
+
+    def on_fit_start(self) -> None:
+        """Refuse settings that would fit twice, and say when a fine-tune has nothing to merge."""
+        if self.trainer.max_epochs != 1:
+            raise ValueError(f"AI-VAD fits in one pass: trainer.max_epochs must be 1, not {self.trainer.max_epochs}")
+        if self.expect_init_from and not self.net.density.is_fitted:
+            log.warning("no model.init_from checkpoint given: fitting on this run's training clips only")
+        self.train_regions = self.train_frames = 0
+
+    def training_step(self, batch: VideoBatch, batch_idx: int) -> torch.Tensor:
+        """Extract the batch's region features into the density estimators, grouped by video.
+
+        Returns a constant zero "loss", as anomalib's AiVad does: Lightning then steps its mock
+        optimizer, so the global step advances and the end-of-epoch checkpoint is written.
+        """
+        features = self.net(batch.image)
+        for frame_features, video in zip(features, batch.video_path, strict=True):
+            self.net.density.update(frame_features, group=video)
+        regions = sum(len(f[FeatureType.VELOCITY]) for f in features)
+        self.train_regions += regions
+        self.train_frames += len(features)
+        self.log("train/regions_per_frame", regions / max(1, len(features)), batch_size=len(features))
+        return torch.zeros((), requires_grad=True, device=self.device)
+
+    def on_train_epoch_end(self) -> None:
+        """Fit (or merge into) the density estimators from everything collected."""
+        if self.train_regions == 0:
+            raise ValueError(
+                f"no regions were found in {self.train_frames} training frames: nothing moved, "
+                "or the region settings (model.motion.binary_threshold, model.min_bbox_area) reject everything"
+            )
+        self.net.density.fit()
+        sizes = self.net.density.bank_sizes()
+        log.info("AI-VAD fitted on %d regions of %d frames; bank sizes %s",
+                 self.train_regions, self.train_frames, sizes)
+        self.log_dict({f"train/bank_{stream}": float(n) for stream, n in sizes.items()})
+
+    def test_step(self, batch: VideoBatch, batch_idx: int) -> None:
+        """Score each clip's target frame and record it with its label."""
+        out = self.net(batch.image)
+        self.scores.add(batch.video_path, batch.frames, out.frame_scores, batch.gt_label, out.stream_scores)
+
+    def on_test_epoch_start(self) -> None:
+        """Start collecting this test run's frame scores afresh."""
+        self.scores.reset()
+
+    def on_test_epoch_end(self) -> None:
+        """Log frame-level metrics over all test frames, write per-video plots."""
+        videos = self.scores.videos()
+        self.log_dict({f"test/{k}": v for k, v in self._frame_level_metrics(videos).items()})
+        if self.plots:
+            self._write_plots(videos)
+
+    def _frame_level_metrics(self, videos: Mapping[str, VideoScores]) -> dict[str, float]:
+        """Smoothed and raw frame AUROC/AUPR, the smoothed AUROC of each stream alone, frame count."""
+        metrics = {"n_frames": float(sum(len(v.frames) for v in videos.values()))}
+        raw = frame_metrics(videos)
+        if not raw:
+            log.warning("test frames are all of one class: frame AUROC/AUPR are undefined, not logged")
+            return metrics
+        metrics |= frame_metrics(videos, self.sigma) | {f"{k}_raw": v for k, v in raw.items()}
+        for stream in next(iter(videos.values())).streams:
+            metrics[f"frame_auroc_{stream}"] = frame_metrics(videos, self.sigma, stream)["frame_auroc"]
+        return metrics
+
+    def _write_plots(self, videos: Mapping) -> None:
+        """One PNG per test video (up to `max_plots`) under <run folder>/plots/."""
+        folder = Path(self.trainer.default_root_dir) / "plots"
+        for video, scores in list(videos.items())[: self.max_plots]:
+            name = Path(video).name
+            plot_video_scores(folder / f"{name}.png", name, scores, self.sigma)
+        log.info("score plots of %d test videos in %s", min(len(videos), self.max_plots), folder)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record what the features mean; leave out weights that are read from cache files."""
+        checkpoint[FEATURES_KEY] = self.net.feature_config
+        prefixes = tuple(f"net.{p}" for p in self.net.cached_prefixes())
+        if prefixes:
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(prefixes)}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """Load a checkpoint, taking the cache-file weights it leaves out from this module."""
+        prefixes = tuple(f"net.{p}" for p in self.net.cached_prefixes())
+        own = {k: v for k, v in super().state_dict().items() if k.startswith(prefixes)} if prefixes else {}
+        return super().load_state_dict({**own, **state_dict}, strict=strict, assign=assign)
+
+    def init_from_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Start from a fitted AI-VAD checkpoint: its extractor weights and density state, to merge into."""
+        theirs, ours = checkpoint.get(FEATURES_KEY), self.net.feature_config
+        if theirs is None:
+            raise ValueError(f"model.init_from: the checkpoint has no {FEATURES_KEY} (not an AI-VAD fit)")
+        differ = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
+        if differ:
+            raise ValueError(
+                "model.init_from: the checkpoint's features are not comparable with this run's; "
+                + ", ".join(f"model.{k}: checkpoint {a!r}, here {b!r}" for k, (a, b) in differ.items())
+            )
+        self.load_state_dict(checkpoint["state_dict"], strict=True)
+        if not self.net.density.is_fitted:
+            raise ValueError("model.init_from: the checkpoint's density model is not fitted (an unfinished run?)")
+        banks = self.net.density.bank_sizes()
+        log.info("model.init_from: starting from a fitted AI-VAD with bank sizes %s; this run's features are merged in",
+                 banks)
