@@ -1,0 +1,1 @@
+"""Face–voice matching: which voice belongs to which face, learnt with symmetric InfoNCE."""

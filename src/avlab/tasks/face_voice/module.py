@@ -1,0 +1,127 @@
+"""Face–voice LightningModule: symmetric InfoNCE training, retrieval metrics on unseen people."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+
+from avlab.losses import SymmetricInfoNCE
+from avlab.optim import configure_optimizers
+from avlab.tasks.face_voice.metrics import cross_modal_metrics
+from avlab.tasks.face_voice.model import FaceVoiceNet, FaceVoiceOutput
+
+
+class FaceVoiceModule(L.LightningModule):
+    """Trains FaceVoiceNet so a person's face and voice embeddings match.
+
+    Logged: `{stage}/loss` beside `{stage}/loss_chance` (the loss of a model that learnt
+    nothing, ln(batch size) for a batch of distinct people) and `train/temperature`. Over each
+    val/test epoch (unseen identities): `match_acc` (1:2 matching, mean of `match_acc_v2f` and
+    `match_acc_f2v`, chance 0.5), `recall_at_1`, `recall_at_5` (voice -> face, identity
+    gallery), verification `eer` and `auc`.
+    """
+
+    def __init__(
+        self,
+        net: FaceVoiceNet,
+        loss: SymmetricInfoNCE,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "step",
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.criterion = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self._embeddings: dict[str, list[tuple[torch.Tensor, ...]]] = {"val": [], "test": []}
+
+    def forward(self, face: torch.Tensor, voice: torch.Tensor) -> FaceVoiceOutput:
+        return self.net(face, voice)
+
+    def _step(
+        self, batch: dict[str, torch.Tensor], stage: str
+    ) -> tuple[FaceVoiceOutput, torch.Tensor]:
+        """Embed a batch, score it with the loss, log the loss beside its chance level."""
+        out = self.net(batch["face"], batch["voice"])
+        losses = self.criterion(out.face, out.voice, batch["identity"])
+        size = batch["face"].shape[0]
+        self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=size)
+        self.log(
+            f"{stage}/loss_chance", losses["chance"], prog_bar=stage != "train", batch_size=size
+        )
+        if stage == "train":
+            self.log("train/temperature", losses["temperature"], prog_bar=True, batch_size=size)
+            self.log_dict(
+                {
+                    "train/loss_face_to_voice": losses["a_to_b"],
+                    "train/loss_voice_to_face": losses["b_to_a"],
+                },
+                batch_size=size,
+            )
+        return out, losses["loss"]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")[1]
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """Step, then pull the learnable temperature back into its range."""
+        super().optimizer_step(*args, **kwargs)
+        self.criterion.clamp_()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        """Log the batch loss and keep the embeddings for the epoch's retrieval metrics."""
+        out, _ = self._step(batch, stage)
+        self._embeddings[stage].append((out.face.detach(), out.voice.detach(), batch["identity"]))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_retrieval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_retrieval("test")
+
+    def _log_retrieval(self, stage: str) -> None:
+        """Retrieval metrics over every pair the epoch saw (all ranks), then forget them."""
+        parts, self._embeddings[stage] = self._embeddings[stage], []
+        if not parts:
+            return
+        face, voice, ids = (self._gather(torch.cat(column)) for column in zip(*parts, strict=True))
+        if len(torch.unique(ids)) < 2:
+            return  # e.g. a one-batch sanity check of a single person: nothing to match against
+        metrics = cross_modal_metrics(face.float(), voice.float(), ids)
+        # Every rank computed these from the same gathered embeddings: no sync needed.
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage == "val")
+
+    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The tensor from every rank, concatenated (itself when training on one device)."""
+        if self.trainer.world_size <= 1:
+            return tensor
+        return self.all_gather(tensor).flatten(0, 1)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return configure_optimizers(
+            self._parameter_groups(),
+            self.optimizer_factory,
+            self.scheduler_factory,
+            total_steps=self.trainer.estimated_stepping_batches,
+            interval=self.scheduler_interval,
+        )
+
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        """Weight decay on weight matrices and kernels only: decaying the log-temperature would pull
+        it towards 1, and decaying biases and norm scales only fights the normalisation."""
+        decay, no_decay = [], []
+        for param in self.parameters():
+            if param.requires_grad:
+                (decay if param.ndim >= 2 else no_decay).append(param)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
