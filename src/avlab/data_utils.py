@@ -23,15 +23,25 @@ class DatasetError(ValueError):
     """Bad input data: the message names the file (and row) and the problem."""
 
 
-def read_image_gray(path: str | Path) -> np.ndarray:
-    """Decode an image file to a 2-D uint8 grayscale array, naming the file on failure."""
+def read_image(path: str | Path, mode: str) -> np.ndarray:
+    """Decode an image file in a PIL mode ("L", "RGB") to a uint8 array, naming the file on failure."""
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("L"), dtype=np.uint8)
+            return np.asarray(img.convert(mode), dtype=np.uint8)
     except FileNotFoundError as err:
         raise DatasetError(f"{path}: image file is missing") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DatasetError(f"{path}: cannot decode image ({err})") from err
+
+
+def read_image_gray(path: str | Path) -> np.ndarray:
+    """Decode an image file to a 2-D uint8 grayscale array."""
+    return read_image(path, "L")
+
+
+def read_image_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB."""
+    return read_image(path, "RGB")
 
 
 def synth_stamp(root: Path) -> dict[str, Any] | None:

@@ -21,11 +21,10 @@ import cv2
 import lightning as L
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from avlab.audio import read_wav
-from avlab.data_utils import DatasetError, ensure_generated, seeded_split
+from avlab.data_utils import DatasetError, ensure_generated, read_image_rgb, seeded_split
 
 log = logging.getLogger(__name__)
 
@@ -152,17 +151,6 @@ def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[Path, Path]:
     if not files:
         raise DatasetError(f"{folder}: holds no {'/'.join(suffixes)} files")
     return files
-
-
-def read_image_rgb(path: Path) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB, naming the file on failure."""
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError as err:
-        raise DatasetError(f"{path}: image file is missing") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(f"{path}: cannot decode image ({err})") from err
 
 
 @dataclass
