@@ -22,21 +22,18 @@ from avlab.tasks.face_voice.data import (
 )
 from avlab.tasks.face_voice.synth import sample_person, write_paired, write_voxceleb
 
+# 10 people, the last 3 in test; the determinism test writes the same again.
+TINY_VOX = dict(
+    n_identities=10, n_test=3, clips_per_identity=2, utterances_per_clip=1,
+    frames_per_clip=1, image_size=48, seed=3,
+)
+
 
 @pytest.fixture(scope="module")
 def vox_root(tmp_path_factory) -> Path:
     """A small generated dataset in the VoxCeleb1 layout: 10 people, the last 3 in test."""
     root = tmp_path_factory.mktemp("fv") / "vox"
-    return write_voxceleb(
-        root,
-        n_identities=10,
-        n_test=3,
-        clips_per_identity=2,
-        utterances_per_clip=1,
-        frames_per_clip=1,
-        image_size=48,
-        seed=3,
-    )
+    return write_voxceleb(root, **TINY_VOX)
 
 
 @pytest.fixture(scope="module")
@@ -163,16 +160,7 @@ def test_a_file_without_its_partner_is_refused(paired_root, tmp_path):
 
 
 def test_the_same_seed_writes_the_same_images_and_meta(vox_root, tmp_path):
-    again = write_voxceleb(
-        tmp_path / "again",
-        n_identities=10,
-        n_test=3,
-        clips_per_identity=2,
-        utterances_per_clip=1,
-        frames_per_clip=1,
-        image_size=48,
-        seed=3,
-    )
+    again = write_voxceleb(tmp_path / "again", **TINY_VOX)
     assert (again / "vox1_meta.csv").read_bytes() == (vox_root / "vox1_meta.csv").read_bytes()
     frame = next((vox_root / "unzippedFaces").rglob("*.jpg")).relative_to(vox_root)
     assert (again / frame).read_bytes() == (vox_root / frame).read_bytes()
