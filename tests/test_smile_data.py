@@ -173,6 +173,27 @@ def test_real_dataset_folders_are_never_written_and_missing_ones_are_clear(tmp_p
         ensure_generated(tmp_path / "absent", "genki", must_not_run, None)
 
 
+def test_generated_data_is_reused_only_when_params_and_generator_version_match(tmp_path, monkeypatch):
+    import avlab.data_utils as data_utils
+
+    runs = []
+
+    def generate(root, **params):
+        runs.append(params)
+        with data_utils.staged_folder(root) as folder:
+            data_utils.write_synth_stamp(folder, "test.generate", params)
+
+    root = tmp_path / "genki"
+    ensure_generated(root, "genki", generate, {"n": 10})
+    ensure_generated(root, "genki", generate, {"n": 10})
+    assert len(runs) == 1  # same params, same generator version: reused
+    ensure_generated(root, "genki", generate, {"n": 12})
+    assert len(runs) == 2  # params changed
+    monkeypatch.setattr(data_utils, "SYNTH_VERSION", data_utils.SYNTH_VERSION + 1)
+    ensure_generated(root, "genki", generate, {"n": 12})
+    assert len(runs) == 3  # a newer generator does not reuse what an older one wrote
+
+
 def _write_fer_folders(root: Path, per_class: int = 2) -> Path:
     for split in ("train", "test"):
         for c, name in enumerate(("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")):
