@@ -5,6 +5,7 @@ import torch
 
 from avlab.backbones import PretrainedWeightsError
 from avlab.tasks.smile.model import SmileEmotionNet
+from tests.conftest import compose_config
 
 
 def test_outputs_per_sequence_and_per_frame():
@@ -42,3 +43,22 @@ def test_pretrained_weights_load_from_a_local_file(tmp_path):
     loaded = SmileEmotionNet(pretrained=str(path), lstm_hidden=8)
     for name, tensor in source.encoder.state_dict().items():
         assert torch.equal(loaded.encoder.state_dict()[name], tensor), name
+
+
+def test_channels_last_gives_the_same_outputs():
+    torch.manual_seed(0)
+    plain = SmileEmotionNet(lstm_hidden=8).eval()
+    nhwc = SmileEmotionNet(lstm_hidden=8, channels_last=True).eval()
+    nhwc.load_state_dict(plain.state_dict())
+    frames = torch.randn(2, 10, 3, 48, 48)
+    with torch.no_grad():
+        a, b = plain(frames), nhwc(frames)
+    assert torch.allclose(a.emotion_logits, b.emotion_logits, atol=1e-4)
+    assert torch.allclose(a.smile_logit, b.smile_logit, atol=1e-4)
+
+
+def test_the_designed_mobilenet_encoder_is_one_config_choice(tmp_path):
+    cfg = compose_config("train", ["model=smile_mnv3"], tmp_path / "run", tmp_path / "data")
+    assert cfg.model.net.backbone == "mobilenetv3_small_100"
+    net = SmileEmotionNet(backbone=cfg.model.net.backbone, lstm_hidden=8).eval()
+    assert net(torch.randn(1, 10, 3, 48, 48)).emotion_logits.shape == (1, 7)

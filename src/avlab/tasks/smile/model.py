@@ -34,25 +34,35 @@ class SmileOutput:
 
 
 class SmileEmotionNet(nn.Module):
-    """MobileNetV3-Small per frame -> BiLSTM -> smile-intensity head and 7-class emotion head.
+    """A timm CNN per frame -> BiLSTM -> smile-intensity head and 7-class emotion head.
 
     Input frames are (B, T, C, H, W). Heads score every time step of the LSTM output; the
     sequence prediction averages the per-frame logits, so the same network serves a whole
     clip and the frame-by-frame game.
+
+    The per-frame encoder is any timm model name. The default config uses `resnet10t`;
+    `model=smile_mnv3` selects the designed `mobilenetv3_small_100`, which learns this task
+    far more slowly from random weights (BENCHMARKS.md) and is the choice when you have its
+    pretrained weights. `channels_last` runs the encoder in NHWC layout, about 1.25x faster
+    for the same numbers on CPU (and the layout tensor cores want with mixed precision).
     """
 
     def __init__(
         self,
-        backbone: str = "mobilenetv3_small_100",
+        backbone: str = "resnet10t",
         pretrained: str | bool | None = None,
         in_chans: int = 3,
         lstm_hidden: int = 128,
         lstm_layers: int = 1,
         dropout: float = 0.2,
         num_emotions: int = NUM_EMOTIONS,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = timm_backbone(backbone, pretrained=pretrained, in_chans=in_chans)
+        self.channels_last = channels_last
+        if channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
         self.temporal = nn.LSTM(
             input_size=feature_width(self.encoder),
             hidden_size=lstm_hidden,
@@ -70,7 +80,10 @@ class SmileEmotionNet(nn.Module):
         if frames.ndim != 5:
             raise ValueError(f"frames must be (B, T, C, H, W), got shape {tuple(frames.shape)}")
         batch, steps = frames.shape[:2]
-        features = self.encoder(frames.flatten(0, 1)).view(batch, steps, -1)
+        images = frames.flatten(0, 1)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        features = self.encoder(images).view(batch, steps, -1)
         hidden, _ = self.temporal(features)  # (B, T, 2*hidden)
         hidden = self.dropout(hidden)
         frame_smile = self.smile_head(hidden).squeeze(-1)
