@@ -15,7 +15,9 @@ import timm
 import torch
 
 
-def step_time(name: str, size: int, channels_last: bool, bf16: bool, frames: int, repeats: int) -> float:
+def step_time(
+    name: str, size: int, channels_last: bool, bf16: bool, frames: int, repeats: int
+) -> float:
     """Median seconds of a forward + backward + AdamW step over `frames` images."""
     torch.manual_seed(0)
     model = timm.create_model(name, num_classes=0)
@@ -38,7 +40,9 @@ def step_time(name: str, size: int, channels_last: bool, bf16: bool, frames: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--encoders", nargs="+", default=["resnet10t", "mobilenetv3_small_100"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[48, 64])
     parser.add_argument("--frames", type=int, default=320)

@@ -31,13 +31,19 @@ def load(csv: Path, size: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
     y = torch.tensor(labels)
     usage = np.asarray(usage)
-    return {split: (x[torch.tensor(usage == split)], y[torch.tensor(usage == split)]) for split in ("train", "val")}
+    return {
+        split: (x[torch.tensor(usage == split)], y[torch.tensor(usage == split)])
+        for split in ("train", "val")
+    }
 
 
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
-    hits = sum((model(x[i : i + 256]).argmax(1) == y[i : i + 256]).sum().item() for i in range(0, len(x), 256))
+    hits = sum(
+        (model(x[i : i + 256]).argmax(1) == y[i : i + 256]).sum().item()
+        for i in range(0, len(x), 256)
+    )
     return hits / len(x)
 
 
@@ -67,7 +73,9 @@ def run(name: str, data, steps: int, lr: float, batch: int, weight_decay: float,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("encoders", nargs="+", help="timm model names")
     parser.add_argument("--csv", type=Path, default=ROOT / "data/smile/fer2013/fer2013.csv")
     parser.add_argument("--size", type=int, default=48)

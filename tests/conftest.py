@@ -57,6 +57,8 @@ def make_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
         tiny_choice = f"{HydraConfig.get().runtime.choices['data']}_tiny"
         if not (CONF / "data" / f"{tiny_choice}.yaml").is_file():
             return cfg
-        return compose_config("train", [f"data={tiny_choice}", *overrides], tmp_path / name, data_dir)
+        return compose_config(
+            "train", [f"data={tiny_choice}", *overrides], tmp_path / name, data_dir
+        )
 
     return make

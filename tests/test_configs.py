@@ -23,7 +23,9 @@ def test_every_experiment_runs_one_fast_dev_run_step(make_cfg, experiment):
 
 @pytest.mark.parametrize("preset", DEBUG_PRESETS)
 def test_every_debug_preset_composes_with_other_overrides(make_cfg, preset):
-    cfg = make_cfg(f"debug={preset}", "precision=bf16-mixed", "logger=[csv,tensorboard]", "optim.lr=1e-4")
+    cfg = make_cfg(
+        f"debug={preset}", "precision=bf16-mixed", "logger=[csv,tensorboard]", "optim.lr=1e-4"
+    )
     assert cfg.trainer.precision == "bf16-mixed"
     assert set(cfg.logger) == {"csv", "tensorboard"}
     assert cfg.optim.optimizer.lr == pytest.approx(1e-4)
@@ -37,7 +39,9 @@ def test_default_run_is_the_smile_pretrain_experiment(make_cfg):
     assert cfg.model.pretrained is None
 
 
-@pytest.mark.parametrize("override", ["optim=adamw_typo", "experiment=smile_pretrian", "logger=cvs"])
+@pytest.mark.parametrize(
+    "override", ["optim=adamw_typo", "experiment=smile_pretrian", "logger=cvs"]
+)
 def test_typo_in_a_group_choice_lists_the_valid_options(make_cfg, override):
     with pytest.raises(MissingConfigException, match="Available options"):
         make_cfg(override)
@@ -48,7 +52,9 @@ def test_precision_choices_are_lightning_names(make_cfg):
         assert make_cfg(f"precision={choice}").trainer.precision == choice
 
 
-def test_many_loggers_instantiate_and_wandb_goes_offline_without_account(make_cfg, monkeypatch, tmp_path):
+def test_many_loggers_instantiate_and_wandb_goes_offline_without_account(
+    make_cfg, monkeypatch, tmp_path
+):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))

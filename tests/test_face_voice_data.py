@@ -24,8 +24,13 @@ from avlab.tasks.face_voice.synth import sample_person, write_paired, write_voxc
 
 # 10 people, the last 3 in test; the determinism test writes the same again.
 TINY_VOX = dict(
-    n_identities=10, n_test=3, clips_per_identity=2, utterances_per_clip=1,
-    frames_per_clip=1, image_size=48, seed=3,
+    n_identities=10,
+    n_test=3,
+    clips_per_identity=2,
+    utterances_per_clip=1,
+    frames_per_clip=1,
+    image_size=48,
+    seed=3,
 )
 
 

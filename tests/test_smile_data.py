@@ -38,7 +38,9 @@ def _fer_row(emotion, usage, pixels=None) -> list[str]:
     return [str(emotion), pixels, usage]
 
 
-def _write_fer(path: Path, rows: list[list[str]], header="emotion,pixels,Usage", order=(0, 1, 2)) -> Path:
+def _write_fer(
+    path: Path, rows: list[list[str]], header="emotion,pixels,Usage", order=(0, 1, 2)
+) -> Path:
     lines = [header] + [",".join(row[i] for i in order) for row in rows]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -82,7 +84,9 @@ def test_genki_missing_image_is_reported_at_setup(tmp_path):
 def test_fer_both_published_headers_read_the_same(tmp_path):
     rows = [_fer_row(3, "Training"), _fer_row(0, "PublicTest"), _fer_row(6, "PrivateTest")]
     standard = _write_fer(tmp_path / "fer2013.csv", rows)
-    icml = _write_fer(tmp_path / "icml_face_data.csv", rows, header="emotion, Usage, pixels", order=(0, 2, 1))
+    icml = _write_fer(
+        tmp_path / "icml_face_data.csv", rows, header="emotion, Usage, pixels", order=(0, 2, 1)
+    )
     for path in (standard, icml):
         images, emotions, splits = read_fer2013_csv(path)
         assert images.shape == (3, 48, 48) and images.dtype == np.uint8
@@ -98,7 +102,10 @@ def test_fer_both_published_headers_read_the_same(tmp_path):
         (_fer_row(9, "Training"), "row 3: emotion must be in 0..6"),
         (_fer_row("x", "Training"), "row 3: emotion is not an integer"),
         (_fer_row(2, "Validation"), "row 3: Usage must be one of"),
-        (_fer_row(2, "Training", pixels=" ".join(["300"] * 2304)), "row 3: pixel values must be in 0..255"),
+        (
+            _fer_row(2, "Training", pixels=" ".join(["300"] * 2304)),
+            "row 3: pixel values must be in 0..255",
+        ),
     ],
 )
 def test_fer_malformed_row_names_file_and_row(tmp_path, row, message):
@@ -127,7 +134,9 @@ def test_clip_dataset_carries_both_labels(tmp_path):
 
 def test_clip_labels_bad_row_names_file_and_row(tmp_path):
     root = _write_clips(tmp_path / "c", [("a", "train", "1.7", "3")])
-    with pytest.raises(DatasetError, match=r"labels\.csv, row 2: smile intensity must be in \[0, 1\]"):
+    with pytest.raises(
+        DatasetError, match=r"labels\.csv, row 2: smile intensity must be in \[0, 1\]"
+    ):
         read_clip_labels(root)
 
 
@@ -143,14 +152,23 @@ def test_eval_frames_are_identical_across_reads_and_training_frames_vary(tmp_pat
 
 def test_mix_draws_sources_in_the_configured_ratio(tmp_path):
     genki = _write_genki(tmp_path / "genki", [f"{i % 2} 0 0 0" for i in range(40)])
-    rows = [_fer_row(i % 7, "Training") for i in range(200)] + [_fer_row(1, "PublicTest"), _fer_row(2, "PrivateTest")]
+    rows = [_fer_row(i % 7, "Training") for i in range(200)] + [
+        _fer_row(1, "PublicTest"),
+        _fer_row(2, "PrivateTest"),
+    ]
     (tmp_path / "fer").mkdir()
     _write_fer(tmp_path / "fer" / "fer2013.csv", rows)
     dm = SmileDataModule(
         root=str(tmp_path),
-        sources={"genki": {"format": "genki4k", "path": str(genki), "synth": None},
-                 "fer": {"format": "fer2013", "path": "fer", "synth": None}},
-        image_size=16, batch_size=50, mix={"genki": 0.5, "fer": 0.5}, val_fraction=0.1, test_fraction=0.1,
+        sources={
+            "genki": {"format": "genki4k", "path": str(genki), "synth": None},
+            "fer": {"format": "fer2013", "path": "fer", "synth": None},
+        },
+        image_size=16,
+        batch_size=50,
+        mix={"genki": 0.5, "fer": 0.5},
+        val_fraction=0.1,
+        test_fraction=0.1,
     )
     dm.prepare_data()
     dm.setup()
@@ -173,7 +191,9 @@ def test_real_dataset_folders_are_never_written_and_missing_ones_are_clear(tmp_p
         ensure_generated(tmp_path / "absent", "genki", must_not_run, None)
 
 
-def test_generated_data_is_reused_only_when_params_and_generator_version_match(tmp_path, monkeypatch):
+def test_generated_data_is_reused_only_when_params_and_generator_version_match(
+    tmp_path, monkeypatch
+):
     import avlab.data_utils as data_utils
 
     runs = []
@@ -196,7 +216,9 @@ def test_generated_data_is_reused_only_when_params_and_generator_version_match(t
 
 def _write_fer_folders(root: Path, per_class: int = 2) -> Path:
     for split in ("train", "test"):
-        for c, name in enumerate(("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")):
+        for c, name in enumerate(
+            ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+        ):
             (root / split / name).mkdir(parents=True)
             for i in range(per_class):
                 Image.fromarray(_gray(10 * c + i)).save(root / split / name / f"{split}_{i}.jpg")
@@ -209,7 +231,15 @@ def test_fer_image_folder_variant_maps_class_names_to_fer_order(tmp_path):
     paths, emotions, splits = read_fer2013_folders(_write_fer_folders(tmp_path / "fer"))
     assert len(paths) == 28 and set(splits) == {"train", "test"}
     by_folder = {p.parent.name: int(e) for p, e in zip(paths, emotions, strict=True)}
-    assert by_folder == {"angry": 0, "disgust": 1, "fear": 2, "happy": 3, "sad": 4, "surprise": 5, "neutral": 6}
+    assert by_folder == {
+        "angry": 0,
+        "disgust": 1,
+        "fear": 2,
+        "happy": 3,
+        "sad": 4,
+        "surprise": 5,
+        "neutral": 6,
+    }
     (tmp_path / "fer" / "train" / "contempt").mkdir()
     with pytest.raises(DatasetError, match="unknown class folder"):
         read_fer2013_folders(tmp_path / "fer")
@@ -217,8 +247,12 @@ def test_fer_image_folder_variant_maps_class_names_to_fer_order(tmp_path):
 
 def test_fer_folder_source_holds_val_out_of_train(tmp_path):
     _write_fer_folders(tmp_path / "fer", per_class=10)
-    dm = SmileDataModule(root=str(tmp_path), sources={"fer": {"format": "fer2013_folders", "path": "fer", "synth": None}},
-                         image_size=16, val_fraction=0.2)
+    dm = SmileDataModule(
+        root=str(tmp_path),
+        sources={"fer": {"format": "fer2013_folders", "path": "fer", "synth": None}},
+        image_size=16,
+        val_fraction=0.2,
+    )
     dm.setup()
     sizes = {split: len(ds) for split, ds in dm.datasets["fer"].items()}
     assert sizes == {"train": 56, "val": 14, "test": 70}
@@ -232,8 +266,13 @@ def test_genki_face_crop_finds_a_real_face_and_counts_images_without_one(tmp_pat
     Image.fromarray(skimage.data.astronaut()).save(root / "files" / "file0001.jpg")
     Image.fromarray(_gray(3, 120)).save(root / "files" / "file0002.jpg")  # noise: no face
     (root / "labels.txt").write_text("1 0 0 0\n0 0 0 0\n")
-    dm = SmileDataModule(root=str(tmp_path), sources={"genki": {"format": "genki4k", "path": "g", "synth": None}},
-                         image_size=32, val_fraction=0.0, test_fraction=0.0)
+    dm = SmileDataModule(
+        root=str(tmp_path),
+        sources={"genki": {"format": "genki4k", "path": "g", "synth": None}},
+        image_size=32,
+        val_fraction=0.0,
+        test_fraction=0.0,
+    )
     with caplog.at_level("INFO"):
         boxes = dm._face_boxes(root, 2, "haar")
     x, y, w, h = boxes[0]

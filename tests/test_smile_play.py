@@ -20,8 +20,13 @@ def smile_checkpoint(make_cfg, tmp_path) -> Path:
     module = build_module(cfg)
     path = tmp_path / "run" / "checkpoints" / "best.ckpt"
     path.parent.mkdir(parents=True)
-    torch.save({"state_dict": module.state_dict(),
-                "avlab_config": OmegaConf.to_container(cfg, resolve=True)}, path)
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "avlab_config": OmegaConf.to_container(cfg, resolve=True),
+        },
+        path,
+    )
     return path
 
 
@@ -30,7 +35,9 @@ def test_play_on_a_generated_clip_writes_timeline_and_plot(smile_checkpoint, tmp
     write_smile_clips(clips, n_train=1, n_val=0, n_test=0, n_frames=14)
     clip_dir = next((clips / "clips").iterdir())
     out = tmp_path / "play"
-    verdict = play(PlayArgs(ckpt=str(smile_checkpoint), input=str(clip_dir), out=str(out), stride=2))
+    verdict = play(
+        PlayArgs(ckpt=str(smile_checkpoint), input=str(clip_dir), out=str(out), stride=2)
+    )
     printed = capsys.readouterr().out
     assert "smile [" in printed and f"verdict: {verdict.text}" in printed
     with (out / "timeline.csv").open() as handle:
@@ -48,7 +55,9 @@ def test_play_rejects_bad_input_and_foreign_checkpoints(smile_checkpoint, tmp_pa
     with pytest.raises(ValueError, match="no image files"):
         read_frames(tmp_path / "empty")
     foreign = tmp_path / "foreign.ckpt"
-    torch.save({"state_dict": {}, "avlab_config": {"model": {"module": {"_target_": "x.Other"}}}}, foreign)
+    torch.save(
+        {"state_dict": {}, "avlab_config": {"model": {"module": {"_target_": "x.Other"}}}}, foreign
+    )
     with pytest.raises(ValueError, match="not a checkpoint of avlab's smile task"):
         play(PlayArgs(ckpt=str(foreign), input=str(tmp_path / "empty")))
     with pytest.raises(SystemExit, match="missing"):

@@ -31,11 +31,15 @@ def per_pixel_auroc(images: np.ndarray, positive: np.ndarray) -> np.ndarray:
     values = images.reshape(len(images), -1).astype(np.int64)
     n_pixels = values.shape[1]
     offsets = np.arange(n_pixels) * 256
-    counts = np.bincount((values + offsets).ravel(), minlength=n_pixels * 256).reshape(n_pixels, 256)
+    counts = np.bincount((values + offsets).ravel(), minlength=n_pixels * 256).reshape(
+        n_pixels, 256
+    )
     average_rank = np.cumsum(counts, axis=1) - counts + (counts + 1) / 2.0
     positive = np.asarray(positive, dtype=bool)
     n_pos, n_neg = positive.sum(), (~positive).sum()
-    rank_sum = average_rank.ravel()[(values[positive] + offsets).ravel()].reshape(n_pos, n_pixels).sum(0)
+    rank_sum = (
+        average_rank.ravel()[(values[positive] + offsets).ravel()].reshape(n_pos, n_pixels).sum(0)
+    )
     auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     return np.abs(auc - 0.5) + 0.5
 
@@ -87,7 +91,11 @@ def test_fer_csv_reads_with_pandas(fer):
     assert csv.read_text().splitlines()[0] == "emotion,pixels,Usage"
     frame = pd.read_csv(csv)
     assert list(frame.columns) == ["emotion", "pixels", "Usage"]
-    assert frame["Usage"].value_counts().to_dict() == {"Training": 56, "PrivateTest": 21, "PublicTest": 14}
+    assert frame["Usage"].value_counts().to_dict() == {
+        "Training": 56,
+        "PrivateTest": 21,
+        "PublicTest": 14,
+    }
     assert all(len(p.split()) == 2304 for p in frame["pixels"])
     for usage, rows in frame.groupby("Usage"):
         assert sorted(rows["emotion"].unique()) == list(range(7)), usage
@@ -123,13 +131,19 @@ def test_same_seed_gives_identical_files(tmp_path):
     for name in ("a", "b"):
         write_smile_clips(tmp_path / name, n_train=2, n_val=1, n_test=1, seed=5)
         write_genki4k(tmp_path / name / "genki", n=5, seed=5)
-    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    files_a = sorted(
+        p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file()
+    )
+    files_b = sorted(
+        p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file()
+    )
     assert files_a == files_b and len(files_a) > 40
     for rel in files_a:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     other = write_genki4k(tmp_path / "c", n=5, seed=6)
-    assert (other / "labels.txt").read_bytes() != (tmp_path / "a" / "genki" / "labels.txt").read_bytes()
+    assert (other / "labels.txt").read_bytes() != (
+        tmp_path / "a" / "genki" / "labels.txt"
+    ).read_bytes()
 
 
 def test_writer_stamps_its_folder_and_leaves_no_partial(genki):
@@ -178,8 +192,11 @@ def test_no_single_pixel_separates_happy_or_smile(tmp_path):
     genki = write_genki4k(tmp_path / "genki", n=600, seed=3)
     smiles = np.loadtxt(genki / "labels.txt")[:, 0] == 1
     grey = [
-        cv2.resize(cv2.imread(str(genki / "files" / f"file{i:04d}.jpg"), cv2.IMREAD_GRAYSCALE),
-                   (48, 48), interpolation=cv2.INTER_AREA)
+        cv2.resize(
+            cv2.imread(str(genki / "files" / f"file{i:04d}.jpg"), cv2.IMREAD_GRAYSCALE),
+            (48, 48),
+            interpolation=cv2.INTER_AREA,
+        )
         for i in range(1, 601)
     ]
     assert per_pixel_auroc(np.stack(grey), smiles).max() < 0.80

@@ -46,8 +46,14 @@ def test_run_folder_holds_config_checkpoints_metrics_and_logs(short_run):
     cfg, record = short_run
     out = Path(cfg.paths.output_dir)
     assert record["status"] == "completed"
-    for name in ("config.yaml", "run_info.json", "metrics.json", "checkpoints/best.ckpt",
-                 "checkpoints/last.ckpt", "csv/metrics.csv"):
+    for name in (
+        "config.yaml",
+        "run_info.json",
+        "metrics.json",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "csv/metrics.csv",
+    ):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["best_checkpoint"].endswith("best.ckpt")
@@ -59,7 +65,9 @@ def test_run_folder_holds_config_checkpoints_metrics_and_logs(short_run):
 
 
 @pytest.mark.slow
-def test_eval_rebuilds_the_run_from_the_checkpoint_and_reproduces_test_metrics(short_run, tmp_path, data_dir):
+def test_eval_rebuilds_the_run_from_the_checkpoint_and_reproduces_test_metrics(
+    short_run, tmp_path, data_dir
+):
     cfg, record = short_run
     ckpt = Path(cfg.paths.output_dir) / "checkpoints/best.ckpt"
     eval_cfg = compose_config("eval", [f"ckpt={ckpt}"], tmp_path / "eval", data_dir)
@@ -76,8 +84,10 @@ def test_eval_applies_data_overrides_to_the_stored_config(short_run, tmp_path, d
     ckpt = Path(cfg.paths.output_dir) / "checkpoints/best.ckpt"
     other_root = tmp_path / "elsewhere"
     eval_cfg = compose_config(
-        "eval", [f"ckpt={ckpt}", f"data.root={other_root}", "data.sources.fer.synth.seed=7"],
-        tmp_path / "eval", data_dir,
+        "eval",
+        [f"ckpt={ckpt}", f"data.root={other_root}", "data.sources.fer.synth.seed=7"],
+        tmp_path / "eval",
+        data_dir,
     )
     result = evaluate(eval_cfg)
     assert (other_root / "fer2013" / "fer2013.csv").is_file()
@@ -126,8 +136,15 @@ def _train_py(tmp_path: Path, data_dir: Path, *overrides: str) -> subprocess.Com
     env = {**os.environ, "AVLAB_ROOT": str(REPO)}
     flags = [o for o in overrides if o.startswith("-")]
     overrides = tuple(o for o in overrides if not o.startswith("-"))
-    cmd = [sys.executable, str(REPO / "train.py"), *flags, f"paths.log_dir={tmp_path}",
-           f"paths.data_dir={data_dir}", *TINY_SMILE_DATA, *overrides]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        *flags,
+        f"paths.log_dir={tmp_path}",
+        f"paths.data_dir={data_dir}",
+        *TINY_SMILE_DATA,
+        *overrides,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
 
 
@@ -143,10 +160,15 @@ def test_a_failed_single_run_exits_non_zero_and_records_why(tmp_path, data_dir):
 @pytest.mark.slow
 def test_multirun_records_failed_and_diverged_jobs_and_goes_on(tmp_path, data_dir):
     result = _train_py(
-        tmp_path, data_dir, "-m", "debug=inject_nan",
-        "callbacks.nan_guard.max_consecutive_skips=2", "callbacks.nan_guard.max_rollbacks=1",
+        tmp_path,
+        data_dir,
+        "-m",
+        "debug=inject_nan",
+        "callbacks.nan_guard.max_consecutive_skips=2",
+        "callbacks.nan_guard.max_rollbacks=1",
         "callbacks.nan_injector.steps=[1,2,3,4,5,6,7,8,9]",
-        "trainer.max_epochs=1", "optim.lr=1e-3,-1",
+        "trainer.max_epochs=1",
+        "optim.lr=1e-3,-1",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     records = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.rglob("metrics.json")}
@@ -179,7 +201,13 @@ def test_init_from_names_a_missing_path_and_refuses_another_tasks_checkpoint(mak
     with pytest.raises(FileNotFoundError, match="model.init_from=.*nope.ckpt"):
         build_module(make_cfg("experiment=smile_finetune", f"model.init_from={missing}"))
     other = tmp_path / "other.ckpt"
-    torch.save({"state_dict": {}, "avlab_config": {"model": {"module": {"_target_": "avlab.tasks.vad.module.X"}}}}, other)
+    torch.save(
+        {
+            "state_dict": {},
+            "avlab_config": {"model": {"module": {"_target_": "avlab.tasks.vad.module.X"}}},
+        },
+        other,
+    )
     with pytest.raises(ValueError, match="a checkpoint of avlab.tasks.vad.module.X"):
         build_module(make_cfg("experiment=smile_finetune", f"model.init_from={other}"))
 
@@ -187,7 +215,12 @@ def test_init_from_names_a_missing_path_and_refuses_another_tasks_checkpoint(mak
 @pytest.mark.slow
 def test_test_metrics_are_reported_per_source(short_run):
     _, record = short_run
-    for key in ("test/genki/smile_auroc", "test/fer/emotion_acc", "test/smile_auroc", "test/emotion_acc"):
+    for key in (
+        "test/genki/smile_auroc",
+        "test/fer/emotion_acc",
+        "test/smile_auroc",
+        "test/emotion_acc",
+    ):
         assert key in record["metrics"], key
     assert "test/genki/emotion_acc" not in record["metrics"]  # GENKI carries no emotion labels
 
@@ -195,9 +228,15 @@ def test_test_metrics_are_reported_per_source(short_run):
 @pytest.mark.slow
 def test_overfitting_two_batches_drives_the_loss_down(make_cfg):
     """Model, masked loss and optimizer are wired right: a couple of batches can be learnt."""
-    cfg = make_cfg("debug=overfit", "trainer.max_epochs=10", "trainer.log_every_n_steps=1",
-                   "callbacks.model_checkpoint=null",
-                   "trainer.check_val_every_n_epoch=100", "test=false", "optim.lr=3e-3")
+    cfg = make_cfg(
+        "debug=overfit",
+        "trainer.max_epochs=10",
+        "trainer.log_every_n_steps=1",
+        "callbacks.model_checkpoint=null",
+        "trainer.check_val_every_n_epoch=100",
+        "test=false",
+        "optim.lr=3e-3",
+    )
     train(cfg)
     with (Path(cfg.paths.output_dir) / "csv/metrics.csv").open() as handle:
         losses = [float(r["train/loss"]) for r in csv.DictReader(handle) if r.get("train/loss")]

@@ -45,7 +45,12 @@ def scene(tmp_path_factory) -> Path:
 
 def test_generated_scene_has_the_ucsdped_layout_and_masks_mark_the_event(scene):
     assert sorted(p.name for p in (scene / "Train").iterdir()) == ["Train001"]
-    assert sorted(p.name for p in (scene / "Test").iterdir()) == ["Test001", "Test001_gt", "Test002", "Test002_gt"]
+    assert sorted(p.name for p in (scene / "Test").iterdir()) == [
+        "Test001",
+        "Test001_gt",
+        "Test002",
+        "Test002_gt",
+    ]
     frames = sorted((scene / "Test" / "Test002").glob("*.tif"))
     masks = sorted((scene / "Test" / "Test002_gt").glob("*.bmp"))
     assert [p.name for p in frames] == [f"{t:03d}.tif" for t in range(1, 13)]

@@ -48,8 +48,14 @@ def test_knn_normalisation_spans_all_videos_where_anomalib_keeps_the_last_one():
     expected = _held_out_distances(videos)
     theirs = _fitted(GroupedKNNEstimator(n_neighbors=1), videos)
     ours = _fitted(GroupedKNN(n_neighbors=1), videos)
-    last = torch.cdist(videos["video_c"], torch.cat([videos["video_a"], videos["video_b"]])).min(1).values
-    assert float(theirs.max) == pytest.approx(float(last.max()))  # the bug: only the last video's max
+    last = (
+        torch.cdist(videos["video_c"], torch.cat([videos["video_a"], videos["video_b"]]))
+        .min(1)
+        .values
+    )
+    assert float(theirs.max) == pytest.approx(
+        float(last.max())
+    )  # the bug: only the last video's max
     assert float(theirs.max) < float(expected.max()) - 1.0
     assert float(ours.min) == pytest.approx(float(expected.min()))
     assert float(ours.max) == pytest.approx(float(expected.max()))
@@ -75,7 +81,12 @@ def test_one_training_video_fits_leave_one_out():
         _fitted(GroupedKNNEstimator(n_neighbors=1), videos)  # the bug
     ours = _fitted(GroupedKNN(n_neighbors=2), videos)
     features = videos["only"]
-    distances = torch.cdist(features, features).fill_diagonal_(torch.inf).topk(2, largest=False).values.mean(1)
+    distances = (
+        torch.cdist(features, features)
+        .fill_diagonal_(torch.inf)
+        .topk(2, largest=False)
+        .values.mean(1)
+    )
     assert float(ours.min) == pytest.approx(float(distances.min()))
     assert float(ours.max) == pytest.approx(float(distances.max()))
     assert torch.isfinite(ours.predict(torch.zeros(1, 2))).all()
@@ -141,7 +152,9 @@ def test_gmm_keeps_raw_features_and_its_warm_start_moves_parameters_finitely():
         assert not torch.allclose(after[name], before[name]), f"{name} did not move"
     assert float(after["weights"].sum()) == pytest.approx(1.0)
     scores = gmm.predict(gmm.memory_bank)
-    assert scores.min() == pytest.approx(0.0, abs=1e-5) and scores.max() == pytest.approx(1.0, abs=1e-5)
+    assert scores.min() == pytest.approx(0.0, abs=1e-5) and scores.max() == pytest.approx(
+        1.0, abs=1e-5
+    )
 
 
 def test_gmm_start_cannot_leave_a_component_empty():
@@ -153,7 +166,10 @@ def test_gmm_start_cannot_leave_a_component_empty():
     for _ in range(3):
         mixture = MixtureModel(n_components=5)
         mixture.fit(data)
-        assert torch.isfinite(mixture.means).all() and torch.isfinite(mixture.score_samples(data)).all()
+        assert (
+            torch.isfinite(mixture.means).all()
+            and torch.isfinite(mixture.score_samples(data)).all()
+        )
 
 
 def test_gmm_with_too_few_regions_says_so():
@@ -167,12 +183,21 @@ def test_combined_density_scores_each_stream_and_empty_frames():
     torch.manual_seed(0)
     density = AiVadDensity(n_components_velocity=2, n_neighbors_deep=2)
     for video in ("v1", "v2"):
-        density.update({FeatureType.VELOCITY: torch.rand(30, 8), FeatureType.DEEP: torch.rand(30, 16)}, group=video)
+        density.update(
+            {FeatureType.VELOCITY: torch.rand(30, 8), FeatureType.DEEP: torch.rand(30, 16)},
+            group=video,
+        )
     density.fit()
     assert density.is_fitted and density.bank_sizes() == {"velocity": 60, "appearance": 60}
-    scores = density.score_streams({FeatureType.VELOCITY: torch.rand(3, 8), FeatureType.DEEP: torch.rand(3, 16)})
-    assert set(scores) == {"velocity", "appearance"} and all(s.shape == (3,) for s in scores.values())
-    empty = density.score_streams({FeatureType.VELOCITY: torch.zeros(0, 8), FeatureType.DEEP: torch.zeros(0, 16)})
+    scores = density.score_streams(
+        {FeatureType.VELOCITY: torch.rand(3, 8), FeatureType.DEEP: torch.rand(3, 16)}
+    )
+    assert set(scores) == {"velocity", "appearance"} and all(
+        s.shape == (3,) for s in scores.values()
+    )
+    empty = density.score_streams(
+        {FeatureType.VELOCITY: torch.zeros(0, 8), FeatureType.DEEP: torch.zeros(0, 16)}
+    )
     assert all(s.numel() == 0 for s in empty.values())
 
 

@@ -90,7 +90,9 @@ def test_motion_regions_closing_joins_the_two_edges_of_a_uniform_square():
 def test_region_velocity_matches_anomalib_on_its_grid_and_is_vectorised():
     torch.manual_seed(0)
     flows = torch.randn(2, 2, 40, 50) * 2
-    boxes = torch.tensor([[0, 2.0, 3.0, 30.0, 35.0], [1, 10.0, 5.0, 45.0, 38.0], [1, 0.0, 0.0, 12.0, 9.0]])
+    boxes = torch.tensor(
+        [[0, 2.0, 3.0, 30.0, 35.0], [1, 10.0, 5.0, 45.0, 38.0], [1, 0.0, 0.0, 12.0, 9.0]]
+    )
     theirs = VelocityExtractor(n_bins=8)(flows, boxes)
     ours = RegionVelocity(n_bins=8, grid=224, min_magnitude=0.0, normalize="bin")(flows, boxes)
     assert torch.allclose(ours, theirs, atol=1e-4)
@@ -100,14 +102,18 @@ def test_region_velocity_matches_anomalib_on_its_grid_and_is_vectorised():
 def test_region_velocity_region_normalisation_reads_a_uniform_motion():
     flows = torch.zeros(1, 2, 32, 32)
     flows[0, 1] = 1.5  # anomalib's angle is atan2(flow[0], flow[1]): this is bin 4 of 8
-    features = RegionVelocity(8, grid=16, min_magnitude=0.3, normalize="region")(flows, torch.tensor([[0, 0.0, 0.0, 31.0, 31.0]]))
+    features = RegionVelocity(8, grid=16, min_magnitude=0.3, normalize="region")(
+        flows, torch.tensor([[0, 0.0, 0.0, 31.0, 31.0]])
+    )
     expected = torch.zeros(8)
     expected[4] = 1.5
     assert torch.allclose(features[0], expected, atol=1e-5)
 
 
 def test_timm_appearance_gives_one_vector_per_box_and_none_for_no_boxes():
-    extractor = TimmAppearance(backbone="resnet18", stage=1, crop_size=32, pool_grid=2, square_crops=True).eval()
+    extractor = TimmAppearance(
+        backbone="resnet18", stage=1, crop_size=32, pool_grid=2, square_crops=True
+    ).eval()
     frames = torch.rand(2, 3, 40, 60)
     boxes = torch.tensor([[0, 1.0, 2.0, 20.0, 38.0], [1, 30.0, 5.0, 59.0, 15.0]])
     features = extractor(frames, boxes, 2)
@@ -116,7 +122,8 @@ def test_timm_appearance_gives_one_vector_per_box_and_none_for_no_boxes():
 
 
 @pytest.mark.parametrize(
-    ("appearance", "streams"), [("timm", {"velocity", "appearance"}), ("off", {"velocity"}), (False, {"velocity"})]
+    ("appearance", "streams"),
+    [("timm", {"velocity", "appearance"}), ("off", {"velocity"}), (False, {"velocity"})],
 )
 def test_offline_switches_build_the_named_extractors(appearance, streams, empty_caches):
     net = AiVadNet(flow="farneback", regions="motion", pose="off", appearance=appearance)
@@ -128,7 +135,10 @@ def test_offline_switches_build_the_named_extractors(appearance, streams, empty_
     assert net.cached_prefixes() == []
 
 
-@pytest.mark.parametrize(("key", "choice"), [("flow", "lucaskanade"), ("regions", "yolo"), ("pose", "on"), ("appearance", "dino")])
+@pytest.mark.parametrize(
+    ("key", "choice"),
+    [("flow", "lucaskanade"), ("regions", "yolo"), ("pose", "on"), ("appearance", "dino")],
+)
 def test_an_unknown_choice_lists_the_valid_ones(key, choice, empty_caches):
     with pytest.raises(ValueError, match=rf"model\.{key}={choice!r}: choose one of"):
         AiVadNet(**{key: choice})
@@ -139,8 +149,11 @@ def test_missing_pretrained_weights_are_named_with_where_to_put_them_before_any_
         AiVadNet(flow="raft", regions="maskrcnn", pose="keypointrcnn", appearance="clip")
     message = str(info.value)
     torch_cache = empty_caches / "torch" / "hub" / "checkpoints"
-    for filename in ("raft_large_C_T_SKHT_V2-ff5fadd5.pth", "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth",
-                     "keypointrcnn_resnet50_fpn_coco-fc266e95.pth"):
+    for filename in (
+        "raft_large_C_T_SKHT_V2-ff5fadd5.pth",
+        "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth",
+        "keypointrcnn_resnet50_fpn_coco-fc266e95.pth",
+    ):
         assert str(torch_cache / filename) in message
         assert f"https://download.pytorch.org/models/{filename}" in message
     assert str(empty_caches / "home" / ".cache" / "clip" / "ViT-B-16.pt") in message
@@ -168,9 +181,18 @@ def test_a_pretrained_choice_loads_its_cache_file_and_leaves_it_out_of_checkpoin
 
 def test_every_extractor_setting_in_the_model_config_is_a_constructor_parameter():
     net = OmegaConf.load(CONF / "model" / "aivad.yaml").net
-    owners = {"farneback": FarnebackFlow, "motion": MotionRegions, "maskrcnn": RegionExtractor,
-              "timm": TimmAppearance, "velocity": RegionVelocity}
+    owners = {
+        "farneback": FarnebackFlow,
+        "motion": MotionRegions,
+        "maskrcnn": RegionExtractor,
+        "timm": TimmAppearance,
+        "velocity": RegionVelocity,
+    }
     for key, owner in owners.items():
         accepted = set(inspect.signature(owner.__init__).parameters)
-        assert set(net[key]) <= accepted, f"model.net.{key}: {set(net[key]) - accepted} unknown to {owner.__name__}"
-    assert set(net) - {"_target_", "_convert_"} <= set(inspect.signature(AiVadNet.__init__).parameters)
+        assert set(net[key]) <= accepted, (
+            f"model.net.{key}: {set(net[key]) - accepted} unknown to {owner.__name__}"
+        )
+    assert set(net) - {"_target_", "_convert_"} <= set(
+        inspect.signature(AiVadNet.__init__).parameters
+    )

@@ -15,8 +15,10 @@ from avlab.tasks.vad.metrics import (
 
 
 def test_gaussian_smoothing_keeps_constants_and_mass_and_spreads_a_spike():
-    assert torch.allclose(gaussian_smooth(torch.full((30,), 2.5, dtype=torch.float64), 3.0),
-                          torch.full((30,), 2.5, dtype=torch.float64))
+    assert torch.allclose(
+        gaussian_smooth(torch.full((30,), 2.5, dtype=torch.float64), 3.0),
+        torch.full((30,), 2.5, dtype=torch.float64),
+    )
     spike = torch.zeros(61, dtype=torch.float64)
     spike[30] = 1.0
     smooth = gaussian_smooth(spike, 3.0)
@@ -29,10 +31,20 @@ def test_gaussian_smoothing_keeps_constants_and_mass_and_spreads_a_spike():
 def _collector() -> FrameScoreCollector:
     """Two videos, fed out of order: a clean detection and a noisy one."""
     collector = FrameScoreCollector()
-    collector.add(["v2"] * 4, torch.tensor([3, 1, 2, 4]), torch.tensor([0.9, 0.1, 0.2, 0.8]),
-                  torch.tensor([1, 0, 0, 1]), {"velocity": torch.tensor([0.9, 0.1, 0.2, 0.8])})
-    collector.add(["v1"] * 3, torch.tensor([1, 2, 3]), torch.tensor([0.3, 0.95, 0.85]),
-                  torch.tensor([0, 1, 0]), {"velocity": torch.tensor([0.0, 0.0, 0.0])})
+    collector.add(
+        ["v2"] * 4,
+        torch.tensor([3, 1, 2, 4]),
+        torch.tensor([0.9, 0.1, 0.2, 0.8]),
+        torch.tensor([1, 0, 0, 1]),
+        {"velocity": torch.tensor([0.9, 0.1, 0.2, 0.8])},
+    )
+    collector.add(
+        ["v1"] * 3,
+        torch.tensor([1, 2, 3]),
+        torch.tensor([0.3, 0.95, 0.85]),
+        torch.tensor([0, 1, 0]),
+        {"velocity": torch.tensor([0.0, 0.0, 0.0])},
+    )
     return collector
 
 

@@ -23,10 +23,13 @@ def _feed(module: AiVadModule, videos: list[str], n: int, shift: float, seed: in
     g = torch.Generator().manual_seed(seed)
     width = module.net.feature_extractor.deep_extractor.output_dim
     for video in videos:
-        module.net.density.update({
-            FeatureType.VELOCITY: torch.rand(n, 8, generator=g) + shift,
-            FeatureType.DEEP: torch.randn(n, width, generator=g) + shift,
-        }, group=video)
+        module.net.density.update(
+            {
+                FeatureType.VELOCITY: torch.rand(n, 8, generator=g) + shift,
+                FeatureType.DEEP: torch.randn(n, width, generator=g) + shift,
+            },
+            group=video,
+        )
 
 
 def _checkpoint(module: AiVadModule) -> dict:
@@ -79,7 +82,9 @@ def test_merge_with_a_bank_cap_keeps_the_cap(fitted):
     _feed(merged, ["new"], n=30, shift=1.0, seed=3)
     merged.net.density.fit()
     assert len(merged.net.density.appearance_estimator.memory_bank) == 100
-    assert len(merged.net.density.velocity_estimator.memory_bank) == 150, "the GMM keeps every raw feature"
+    assert len(merged.net.density.velocity_estimator.memory_bank) == 150, (
+        "the GMM keeps every raw feature"
+    )
 
 
 def test_merge_refuses_a_checkpoint_whose_features_mean_something_else(fitted):
@@ -94,7 +99,9 @@ def test_merge_refuses_a_checkpoint_whose_features_mean_something_else(fitted):
 
 def test_a_frame_without_moving_regions_scores_zero(fitted):
     fitted.net.eval()
-    still = torch.rand(1, 1, 3, 48, 64).expand(3, 2, 3, 48, 64)  # both frames of each clip identical
+    still = torch.rand(1, 1, 3, 48, 64).expand(
+        3, 2, 3, 48, 64
+    )  # both frames of each clip identical
     out = fitted.net(still)
     assert all(len(boxes) == 0 for boxes in out.boxes)
     assert out.frame_scores.tolist() == [0.0, 0.0, 0.0]
@@ -113,7 +120,9 @@ TINY_RUN = ["+trainer.enable_progress_bar=false"]
 def scratch_run(tmp_path_factory, data_dir):
     """A real aivad_scratch run on the tiny generated scene (2 + 2 videos of 12 frames)."""
     out = tmp_path_factory.mktemp("vad") / "scratch"
-    cfg = compose_config("train", ["experiment=aivad_scratch", "data=vad_tiny", *TINY_RUN], out, data_dir)
+    cfg = compose_config(
+        "train", ["experiment=aivad_scratch", "data=vad_tiny", *TINY_RUN], out, data_dir
+    )
     return cfg, train(cfg)
 
 
@@ -124,10 +133,15 @@ def test_scratch_run_writes_a_fitted_checkpoint_metrics_and_plots(scratch_run):
     assert record["status"] == "completed" and record["best_checkpoint"].endswith("best.ckpt")
     assert 0.0 <= record["metrics"]["test/frame_auroc"] <= 1.0
     assert record["value"] == record["metrics"]["test/frame_auroc"]
-    checkpoint = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    checkpoint = torch.load(
+        out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True
+    )
     state = checkpoint["state_dict"]
     assert state["net.density.appearance_estimator.group_index"].unique().tolist() == [0, 1]
-    assert len(state["net.density.velocity_estimator.memory_bank"]) == record["metrics"]["train/bank_velocity"]
+    assert (
+        len(state["net.density.velocity_estimator.memory_bank"])
+        == record["metrics"]["train/bank_velocity"]
+    )
     assert checkpoint[FEATURES_KEY]["flow"] == "farneback"
     assert sorted(p.name for p in (out / "plots").glob("*.png")) == ["Test001.png", "Test002.png"]
 
@@ -142,16 +156,37 @@ def test_eval_reproduces_the_scratch_run_from_its_checkpoint(scratch_run, tmp_pa
 
 
 @pytest.mark.slow
-def test_finetune_merges_the_scratch_checkpoint_into_the_second_scene(scratch_run, tmp_path, data_dir):
+def test_finetune_merges_the_scratch_checkpoint_into_the_second_scene(
+    scratch_run, tmp_path, data_dir
+):
     cfg, record = scratch_run
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
-    alone = train(compose_config("train", ["experiment=aivad_scratch", "data=vad_scene2_tiny", *TINY_RUN],
-                                 tmp_path / "alone", data_dir))
-    merged = train(compose_config("train", ["experiment=aivad_finetune", "data=vad_scene2_tiny",
-                                            f"model.init_from={ckpt}", *TINY_RUN], tmp_path / "merged", data_dir))
+    alone = train(
+        compose_config(
+            "train",
+            ["experiment=aivad_scratch", "data=vad_scene2_tiny", *TINY_RUN],
+            tmp_path / "alone",
+            data_dir,
+        )
+    )
+    merged = train(
+        compose_config(
+            "train",
+            [
+                "experiment=aivad_finetune",
+                "data=vad_scene2_tiny",
+                f"model.init_from={ckpt}",
+                *TINY_RUN,
+            ],
+            tmp_path / "merged",
+            data_dir,
+        )
+    )
     assert merged["status"] == "completed"
     for stream in ("velocity", "appearance"):
         key = f"train/bank_{stream}"
         assert merged["metrics"][key] == record["metrics"][key] + alone["metrics"][key], stream
-    state = torch.load(merged["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(merged["best_checkpoint"], map_location="cpu", weights_only=True)[
+        "state_dict"
+    ]
     assert state["net.density.appearance_estimator.group_index"].unique().tolist() == [0, 1, 2, 3]

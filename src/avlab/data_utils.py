@@ -109,7 +109,11 @@ def ensure_generated(
             )
         return
     wanted = _jsonable(params)
-    if stamp is not None and _stamp_matches(stamp, wanted) and stamp.get("version") == SYNTH_VERSION:
+    if (
+        stamp is not None
+        and _stamp_matches(stamp, wanted)
+        and stamp.get("version") == SYNTH_VERSION
+    ):
         return
     if stamp is not None:
         why = (
@@ -134,9 +138,7 @@ def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(params)))
 
 
-def seeded_split(
-    n: int, fractions: tuple[float, float], seed: int
-) -> dict[str, np.ndarray]:
+def seeded_split(n: int, fractions: tuple[float, float], seed: int) -> dict[str, np.ndarray]:
     """Split range(n) into train/val/test index arrays with a fixed permutation."""
     val_fraction, test_fraction = fractions
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:

@@ -35,7 +35,9 @@ class StoreConfigInCheckpoint(L.Callback):
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
+    ) -> None:
         checkpoint[CONFIG_KEY] = self.config
 
 
@@ -51,12 +53,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg)
     callbacks = instantiate_callbacks(cfg.get("callbacks")) + [StoreConfigInCheckpoint(resolved)]
     loggers = instantiate_loggers(cfg.get("logger"), output_dir)
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False
+    )
     for lg in loggers:
         lg.log_hyperparams(resolved)
 
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=find_resume_checkpoint(cfg.get("resume")), weights_only=True)
+        trainer.fit(
+            module,
+            datamodule=datamodule,
+            ckpt_path=find_resume_checkpoint(cfg.get("resume")),
+            weights_only=True,
+        )
     fit_metrics = _scalars(trainer.callback_metrics)
 
     test_metrics: dict[str, float] = {}
@@ -122,8 +131,13 @@ def init_from_checkpoint(module: L.LightningModule, path: str, module_target: st
         return
     result = module.load_state_dict(checkpoint["state_dict"], strict=False)
     loaded = len(checkpoint["state_dict"]) - len(result.unexpected_keys)
-    log.info("model.init_from=%s: loaded %d tensors; new here: %s; unused: %s",
-             path, loaded, result.missing_keys or "none", result.unexpected_keys or "none")
+    log.info(
+        "model.init_from=%s: loaded %d tensors; new here: %s; unused: %s",
+        path,
+        loaded,
+        result.missing_keys or "none",
+        result.unexpected_keys or "none",
+    )
 
 
 def instantiate_callbacks(callbacks_cfg: DictConfig | None) -> list[L.Callback]:
@@ -169,8 +183,11 @@ def _with_wandb_mode(entry: DictConfig, output_dir: Path) -> DictConfig:
                 mode != "online" and not wandb_credentials_present()
             )
             if entry.offline:
-                log.info("W&B: no credentials found, logging offline into %s/wandb "
-                         "(upload later with `wandb sync`)", output_dir)
+                log.info(
+                    "W&B: no credentials found, logging offline into %s/wandb "
+                    "(upload later with `wandb sync`)",
+                    output_dir,
+                )
     return entry
 
 
@@ -182,7 +199,9 @@ def find_resume_checkpoint(resume: str | None) -> str | None:
     if path.is_dir():
         record = path / METRICS_FILE
         if record.is_file() and json.loads(record.read_text()).get("status") == "completed":
-            raise ValueError(f"{path}: this run finished already; start a new run instead of resuming")
+            raise ValueError(
+                f"{path}: this run finished already; start a new run instead of resuming"
+            )
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
         raise FileNotFoundError(f"resume={resume}: no checkpoint at {path}")
@@ -196,7 +215,9 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     return path if path and Path(path).is_file() else None
 
 
-def _optimized_value(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float]) -> float | None:
+def _optimized_value(
+    cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float]
+) -> float | None:
     """The value a sweep optimises: the checkpoint's best score if it monitors that metric."""
     name = cfg.get("optimized_metric")
     if not name:
@@ -209,11 +230,14 @@ def _optimized_value(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, flo
 
 def _scalars(values: Any) -> dict[str, float]:
     """Metric tensors/floats as a plain {name: float} mapping."""
-    return {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in dict(values).items()}
+    return {
+        k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in dict(values).items()
+    }
 
 
 def write_metrics(output_dir: Path, record: dict[str, Any]) -> None:
     """Write metrics.json (non-finite floats become strings so the file stays valid JSON)."""
+
     def clean(value: Any) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
             return str(value)
@@ -234,12 +258,19 @@ def _write_run_record(output_dir: Path, cfg: DictConfig) -> None:
 def _git_state() -> dict[str, Any]:
     """The commit and uncommitted diff of the code, if it lives in a git checkout."""
     root = Path(__file__).resolve().parents[2]
+
     def git(*args: str) -> str | None:
         try:
-            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                                  timeout=10, check=True).stdout
+            return subprocess.run(
+                ["git", "-C", str(root), *args],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout
         except (OSError, subprocess.SubprocessError):
             return None
+
     commit = git("rev-parse", "HEAD")
     return {"git_commit": commit.strip() if commit else None, "git_diff": git("diff", "HEAD")}
 
@@ -262,11 +293,16 @@ def train_entry(cfg: DictConfig) -> float | None:
         status = "diverged" if isinstance(err, TrainingDivergedError) else "failed"
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        write_metrics(output_dir, {
-            "status": status, "reason": f"{type(err).__name__}: {err}",
-            "optimized_metric": cfg.get("optimized_metric"), "value": None,
-            "traceback": traceback.format_exc(),
-        })
+        write_metrics(
+            output_dir,
+            {
+                "status": status,
+                "reason": f"{type(err).__name__}: {err}",
+                "optimized_metric": cfg.get("optimized_metric"),
+                "value": None,
+                "traceback": traceback.format_exc(),
+            },
+        )
         if not is_multirun():
             raise
         log.error("job %s %s (%s); the sweep goes on", output_dir, status, err)
@@ -280,7 +316,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise FileNotFoundError(f"ckpt={cfg.ckpt}: no such checkpoint file")
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
     if CONFIG_KEY not in checkpoint:
-        raise ValueError(f"{ckpt}: no avlab config stored in this checkpoint (not written by avlab's train.py?)")
+        raise ValueError(
+            f"{ckpt}: no avlab config stored in this checkpoint (not written by avlab's train.py?)"
+        )
     run_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -300,7 +338,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     with warnings.catch_warnings():
         # Training callbacks (checkpointing, NaN guard) are deliberately absent when testing.
         warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=str(ckpt), weights_only=True)
+        results = trainer.test(
+            module, datamodule=datamodule, ckpt_path=str(ckpt), weights_only=True
+        )
     record = {"status": "completed", "checkpoint": str(ckpt), "metrics": _scalars(results[0])}
     write_metrics(output_dir, record)
     return record

@@ -47,20 +47,65 @@ ACTIONS = (
 )
 
 _PROTOTYPES: dict[int, dict[str, float]] = {
-    ANGRY: dict(brow_raise=-1.0, brow_inner=-1.3, brow_squeeze=1.0, eye_open=-0.05,
-                lower_lid=0.6, mouth_corner=-0.6, mouth_width=-0.2, lip_press=1.0,
-                nose_wrinkle=0.2),
-    DISGUST: dict(brow_raise=-0.5, brow_inner=-0.4, brow_squeeze=0.5, eye_open=-0.3,
-                  lower_lid=0.8, mouth_corner=-0.7, mouth_width=-0.2, upper_lip_raise=1.2,
-                  mouth_asym=0.9, nose_wrinkle=1.2, teeth=0.4, cheek_raise=0.8, eye_crinkle=0.4),
-    FEAR: dict(brow_raise=0.9, brow_inner=1.0, brow_squeeze=0.8, eye_open=0.7,
-               mouth_corner=-0.4, mouth_open=0.5, mouth_width=0.4, teeth=0.9,
-               forehead_lines=0.8, lip_press=0.3),
+    ANGRY: dict(
+        brow_raise=-1.0,
+        brow_inner=-1.3,
+        brow_squeeze=1.0,
+        eye_open=-0.05,
+        lower_lid=0.6,
+        mouth_corner=-0.6,
+        mouth_width=-0.2,
+        lip_press=1.0,
+        nose_wrinkle=0.2,
+    ),
+    DISGUST: dict(
+        brow_raise=-0.5,
+        brow_inner=-0.4,
+        brow_squeeze=0.5,
+        eye_open=-0.3,
+        lower_lid=0.8,
+        mouth_corner=-0.7,
+        mouth_width=-0.2,
+        upper_lip_raise=1.2,
+        mouth_asym=0.9,
+        nose_wrinkle=1.2,
+        teeth=0.4,
+        cheek_raise=0.8,
+        eye_crinkle=0.4,
+    ),
+    FEAR: dict(
+        brow_raise=0.9,
+        brow_inner=1.0,
+        brow_squeeze=0.8,
+        eye_open=0.7,
+        mouth_corner=-0.4,
+        mouth_open=0.5,
+        mouth_width=0.4,
+        teeth=0.9,
+        forehead_lines=0.8,
+        lip_press=0.3,
+    ),
     HAPPY: dict(brow_raise=0.1),
-    SAD: dict(brow_raise=-0.1, brow_inner=1.4, brow_squeeze=0.4, eye_open=-0.45,
-              mouth_corner=-1.5, mouth_width=-0.1, lip_press=0.2, forehead_lines=0.4),
-    SURPRISE: dict(brow_raise=1.6, brow_inner=0.15, eye_open=0.85, mouth_open=1.3,
-                   mouth_round=1.0, mouth_width=-0.4, jaw_drop=1.0, forehead_lines=1.0),
+    SAD: dict(
+        brow_raise=-0.1,
+        brow_inner=1.4,
+        brow_squeeze=0.4,
+        eye_open=-0.45,
+        mouth_corner=-1.5,
+        mouth_width=-0.1,
+        lip_press=0.2,
+        forehead_lines=0.4,
+    ),
+    SURPRISE: dict(
+        brow_raise=1.6,
+        brow_inner=0.15,
+        eye_open=0.85,
+        mouth_open=1.3,
+        mouth_round=1.0,
+        mouth_width=-0.4,
+        jaw_drop=1.0,
+        forehead_lines=1.0,
+    ),
     NEUTRAL: {},
 }
 
@@ -109,14 +154,30 @@ class FaceIdentity:
         """Draw a random person, every trait uniform in its documented range."""
         u = rng.uniform
         return cls(
-            face_width=u(0.76, 0.96), face_height=u(1.05, 1.25), jaw_width=u(0.70, 0.98),
-            skin_tone=u(0.0, 1.0), skin_warmth=u(0.0, 1.0), eye_spacing=u(0.32, 0.41),
-            eye_size=u(0.125, 0.175), eye_height=u(-0.18, -0.06), iris_darkness=u(0.0, 1.0),
-            brow_gap=u(0.16, 0.23), brow_thickness=u(0.045, 0.09), nose_length=u(0.22, 0.33),
-            nose_width=u(0.07, 0.12), mouth_height=u(0.47, 0.60), mouth_width=u(0.19, 0.27),
-            lip_thickness=u(0.035, 0.07), hair_darkness=u(0.0, 1.0), hair_length=u(0.0, 1.0),
-            hair_volume=u(0.02, 0.25), hairline=u(-0.85, -0.45), ear_size=u(0.16, 0.24),
-            age_lines=u(0.0, 1.0), beard=u(0.0, 1.0), glasses=u(0.0, 1.0),
+            face_width=u(0.76, 0.96),
+            face_height=u(1.05, 1.25),
+            jaw_width=u(0.70, 0.98),
+            skin_tone=u(0.0, 1.0),
+            skin_warmth=u(0.0, 1.0),
+            eye_spacing=u(0.32, 0.41),
+            eye_size=u(0.125, 0.175),
+            eye_height=u(-0.18, -0.06),
+            iris_darkness=u(0.0, 1.0),
+            brow_gap=u(0.16, 0.23),
+            brow_thickness=u(0.045, 0.09),
+            nose_length=u(0.22, 0.33),
+            nose_width=u(0.07, 0.12),
+            mouth_height=u(0.47, 0.60),
+            mouth_width=u(0.19, 0.27),
+            lip_thickness=u(0.035, 0.07),
+            hair_darkness=u(0.0, 1.0),
+            hair_length=u(0.0, 1.0),
+            hair_volume=u(0.02, 0.25),
+            hairline=u(-0.85, -0.45),
+            ear_size=u(0.16, 0.24),
+            age_lines=u(0.0, 1.0),
+            beard=u(0.0, 1.0),
+            glasses=u(0.0, 1.0),
         )
 
 
@@ -420,7 +481,9 @@ def _draw_beard(img, cam: _Camera, identity: FaceIdentity, pal: _Palette) -> Non
     _poly(img, outline, _mix(pal.skin, pal.hair, 0.08 + 0.5 * (identity.beard - 0.75)))
 
 
-def _draw_hair_top(img, cam: _Camera, identity: FaceIdentity, pal: _Palette, brow_top: float) -> None:
+def _draw_hair_top(
+    img, cam: _Camera, identity: FaceIdentity, pal: _Palette, brow_top: float
+) -> None:
     """Hair on the crown, from the outline over the top down to the hairline."""
     if identity.hair_length < 0.05:
         return
@@ -507,7 +570,9 @@ def _draw_brow(img, cam: _Camera, identity, act, pal: _Palette, side: float) -> 
     """One eyebrow, tapering towards its outer end."""
     x, y = _brow_centerline(identity, act, side)
     half = 0.5 * identity.brow_thickness * (1.0 - 0.45 * np.linspace(0.0, 1.0, 7))
-    outline = cam.project(np.concatenate([x, x[::-1]]), np.concatenate([y - half, (y + half)[::-1]]))
+    outline = cam.project(
+        np.concatenate([x, x[::-1]]), np.concatenate([y - half, (y + half)[::-1]])
+    )
     _poly(img, outline, pal.brow)
 
 
@@ -519,11 +584,17 @@ def _draw_nose(img, cam: _Camera, identity, act, view: Viewing, pal: _Palette) -
     side = -1.0 if math.cos(view.light_azimuth) > 0 else 1.0  # the side away from the light
     bridge_x = side * np.array([0.05, 0.06, nw * 0.85])
     bridge_y = np.array([identity.eye_height + 0.05, tip - 0.12, tip - 0.03])
-    _line(img, cam.project(bridge_x, bridge_y, dz=np.array([0.04, 0.12, 0.12])),
-          _shade(pal.skin, 0.84), cam.px(0.016))
+    _line(
+        img,
+        cam.project(bridge_x, bridge_y, dz=np.array([0.04, 0.12, 0.12])),
+        _shade(pal.skin, 0.84),
+        cam.px(0.016),
+    )
     bx = _U9 * nw
     by = tip + 0.012 - 0.03 * np.abs(_U9) ** 3
-    _line(img, cam.project(bx, by, dz=0.15 * (1 - np.abs(_U9))), _shade(pal.skin, 0.7), cam.px(0.018))
+    _line(
+        img, cam.project(bx, by, dz=0.15 * (1 - np.abs(_U9))), _shade(pal.skin, 0.7), cam.px(0.018)
+    )
     for s in (-1.0, 1.0):
         nx = s * nw * 0.45 + 0.028 * np.cos(_CIRCLE)
         ny = tip + 0.006 + 0.013 * np.sin(_CIRCLE)
@@ -566,18 +637,23 @@ def _draw_mouth(img, cam: _Camera, identity, act, pal: _Palette) -> tuple[float,
     xi = x * 0.9
     gap = in_bot - in_top
     if gap.max() > 0.01:
-        _poly(img, cam.project(np.concatenate([xi, xi[::-1]]),
-                               np.concatenate([in_top, in_bot[::-1]]), dz), (58, 22, 26))
+        _poly(
+            img,
+            cam.project(np.concatenate([xi, xi[::-1]]), np.concatenate([in_top, in_bot[::-1]]), dz),
+            (58, 22, 26),
+        )
         teeth = float(np.clip(act["teeth"], 0.0, 1.0))
         if teeth > 0.15:
             shown = np.minimum(gap, 0.05 * teeth)
-            upper = cam.project(np.concatenate([xi, xi[::-1]]),
-                                np.concatenate([in_top, (in_top + shown)[::-1]]), dz)
+            upper = cam.project(
+                np.concatenate([xi, xi[::-1]]), np.concatenate([in_top, (in_top + shown)[::-1]]), dz
+            )
             _poly(img, upper, (232, 228, 214))
             if act["mouth_open"] > 0.25 and act["mouth_round"] < 0.5:
                 lower = np.maximum(in_bot - 0.6 * shown, in_top + shown + 0.008)
-                low = cam.project(np.concatenate([xi, xi[::-1]]),
-                                  np.concatenate([lower, in_bot[::-1]]), dz)
+                low = cam.project(
+                    np.concatenate([xi, xi[::-1]]), np.concatenate([lower, in_bot[::-1]]), dz
+                )
                 _poly(img, low, (215, 210, 196))
     mid = 0.5 * (in_top + in_bot)
     _line(img, cam.project(x, mid, dz), _shade(pal.lips, 0.5), cam.px(0.024))
@@ -742,9 +818,12 @@ def render_clip(
     for i in range(n_frames):
         view = replace(
             viewing,
-            yaw=viewing.yaw + 0.07 * wave[0, i], pitch=viewing.pitch + 0.04 * wave[1, i],
-            roll=viewing.roll + 0.03 * wave[2, i], dx=viewing.dx + 0.015 * wave[3, i],
-            dy=viewing.dy + 0.015 * wave[4, i], scale=viewing.scale * (1 + 0.02 * wave[5, i]),
+            yaw=viewing.yaw + 0.07 * wave[0, i],
+            pitch=viewing.pitch + 0.04 * wave[1, i],
+            roll=viewing.roll + 0.03 * wave[2, i],
+            dx=viewing.dx + 0.015 * wave[3, i],
+            dy=viewing.dy + 0.015 * wave[4, i],
+            scale=viewing.scale * (1 + 0.02 * wave[5, i]),
             blink=float(blinks[i]),
         )
         expr = replace(expression, smile=float(smiles[i]))
@@ -780,5 +859,7 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
 
 def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     """Image after JPEG compression at `quality`: the artefacts real face crops carry."""
-    decoded = cv2.imdecode(np.frombuffer(encode_jpeg(image, quality), np.uint8), cv2.IMREAD_UNCHANGED)
+    decoded = cv2.imdecode(
+        np.frombuffer(encode_jpeg(image, quality), np.uint8), cv2.IMREAD_UNCHANGED
+    )
     return decoded[..., ::-1].copy() if image.ndim == 3 else decoded

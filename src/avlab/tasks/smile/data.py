@@ -50,7 +50,9 @@ def read_genki_labels(root: Path) -> np.ndarray:
                 f"{path}, line {line_no}: expected 4 values `smile yaw pitch roll`, got {len(values)}"
             )
         if values[0] not in (0.0, 1.0):
-            raise DatasetError(f"{path}, line {line_no}: smile label must be 0 or 1, got {values[0]}")
+            raise DatasetError(
+                f"{path}, line {line_no}: smile label must be 0 or 1, got {values[0]}"
+            )
         rows.append(values)
     if not rows:
         raise DatasetError(f"{path}: no labels")
@@ -75,7 +77,9 @@ def read_fer2013_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     frame.columns = [c.strip() for c in frame.columns]
     missing = {"emotion", "pixels", "Usage"} - set(frame.columns)
     if missing:
-        raise DatasetError(f"{path}: missing column(s) {sorted(missing)}; header is {list(frame.columns)}")
+        raise DatasetError(
+            f"{path}: missing column(s) {sorted(missing)}; header is {list(frame.columns)}"
+        )
     images = np.empty((len(frame), FER_SIDE, FER_SIDE), dtype=np.uint8)
     emotions = np.empty(len(frame), dtype=np.int64)
     splits = np.empty(len(frame), dtype=object)
@@ -87,7 +91,9 @@ def read_fer2013_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         images[i] = _parse_pixels(pixels, where)
         split = FER_USAGE_TO_SPLIT.get(usage.strip())
         if split is None:
-            raise DatasetError(f"{where}: Usage must be one of {list(FER_USAGE_TO_SPLIT)}, got {usage!r}")
+            raise DatasetError(
+                f"{where}: Usage must be one of {list(FER_USAGE_TO_SPLIT)}, got {usage!r}"
+            )
         splits[i] = split
     return images, emotions, splits
 
@@ -158,9 +164,15 @@ def read_fer2013_folders(root: Path) -> tuple[list[Path], np.ndarray, np.ndarray
     for folder, split in FER_FOLDER_SPLITS.items():
         if not (root / folder).is_dir():
             raise DatasetError(f"{root / folder}: FER2013 folder variant needs train/ and test/")
-        unknown = sorted(p.name for p in (root / folder).iterdir() if p.is_dir() and p.name not in FER_FOLDER_CLASSES)
+        unknown = sorted(
+            p.name
+            for p in (root / folder).iterdir()
+            if p.is_dir() and p.name not in FER_FOLDER_CLASSES
+        )
         if unknown:
-            raise DatasetError(f"{root / folder}: unknown class folder(s) {unknown}; expected {FER_FOLDER_CLASSES}")
+            raise DatasetError(
+                f"{root / folder}: unknown class folder(s) {unknown}; expected {FER_FOLDER_CLASSES}"
+            )
         for emotion, name in enumerate(FER_FOLDER_CLASSES):
             for path in sorted((root / folder / name).glob("*")):
                 if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
@@ -183,15 +195,18 @@ class FaceCropper:
         cascade = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         self.detector = cv2.CascadeClassifier(str(cascade))
         if self.detector.empty():
-            raise RuntimeError(f"{cascade}: cannot load OpenCV's Haar cascade (opencv-python-headless<5 ships it)")
+            raise RuntimeError(
+                f"{cascade}: cannot load OpenCV's Haar cascade (opencv-python-headless<5 ships it)"
+            )
         self.margin = margin
         self.min_size = min_size
         self.fallbacks = 0
 
     def box(self, image: np.ndarray) -> tuple[int, int, int, int] | None:
         """The largest face as a square (x, y, side, side) box with margin, or None."""
-        faces = self.detector.detectMultiScale(image, scaleFactor=1.1, minNeighbors=4,
-                                               minSize=(self.min_size, self.min_size))
+        faces = self.detector.detectMultiScale(
+            image, scaleFactor=1.1, minNeighbors=4, minSize=(self.min_size, self.min_size)
+        )
         if len(faces) == 0:
             self.fallbacks += 1
             return None
@@ -453,7 +468,9 @@ class SmileDataModule(L.LightningDataModule):
                 raise ValueError(f"source {name!r}: unknown format {spec.get('format')!r}")
         self.mix = dict(mix) if mix else None
         if self.mix and set(self.mix) - set(self.sources):
-            raise ValueError(f"mix names unknown sources {sorted(set(self.mix) - set(self.sources))}")
+            raise ValueError(
+                f"mix names unknown sources {sorted(set(self.mix) - set(self.sources))}"
+            )
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.split_seed = split_seed
@@ -478,8 +495,12 @@ class SmileDataModule(L.LightningDataModule):
         for name, spec in self.sources.items():
             generator = synthesizers.get(spec["format"])
             if spec.get("synth") is not None and generator is None:
-                raise ValueError(f"source {name!r}: no generator for format {spec['format']!r}; set synth: null")
-            ensure_generated(self.source_path(name), f"{name} ({spec['format']})", generator, spec.get("synth"))
+                raise ValueError(
+                    f"source {name!r}: no generator for format {spec['format']!r}; set synth: null"
+                )
+            ensure_generated(
+                self.source_path(name), f"{name} ({spec['format']})", generator, spec.get("synth")
+            )
 
     def setup(self, stage: str | None = None) -> None:
         """Read every source and build its train/val/test datasets."""
@@ -507,7 +528,9 @@ class SmileDataModule(L.LightningDataModule):
         boxes = self._face_boxes(path, len(labels), spec.get("face_crop", "haar"))
         splits = seeded_split(len(labels), self.fractions, self.split_seed)
         return {
-            split: Genki4kDataset(path, indices, self._transform(split), index, self.eval_seed, boxes)
+            split: Genki4kDataset(
+                path, indices, self._transform(split), index, self.eval_seed, boxes
+            )
             for split, indices in splits.items()
         }
 
@@ -519,36 +542,60 @@ class SmileDataModule(L.LightningDataModule):
             raise ValueError(f"face_crop must be 'haar' or 'center', got {mode!r}")
         cropper = FaceCropper()
         boxes = {i: cropper.box(read_image_gray(genki_image_path(path, i))) for i in range(count)}
-        log.info("%s: face found in %d of %d images; %d fell back to a centre crop",
-                 path, count - cropper.fallbacks, count, cropper.fallbacks)
+        log.info(
+            "%s: face found in %d of %d images; %d fell back to a centre crop",
+            path,
+            count - cropper.fallbacks,
+            count,
+            cropper.fallbacks,
+        )
         return boxes
 
-    def _fer_csv_splits(self, path: Path, index: int, spec: Mapping[str, Any]) -> dict[str, Dataset]:
+    def _fer_csv_splits(
+        self, path: Path, index: int, spec: Mapping[str, Any]
+    ) -> dict[str, Dataset]:
         """FER2013 CSV: Usage gives the split."""
         images, emotions, usage = read_fer2013_csv(_fer_csv(path))
         return {
-            split: Fer2013Dataset(images[usage == split], emotions[usage == split],
-                                  self._transform(split), index, self.eval_seed)
+            split: Fer2013Dataset(
+                images[usage == split],
+                emotions[usage == split],
+                self._transform(split),
+                index,
+                self.eval_seed,
+            )
             for split in SPLITS
         }
 
-    def _fer_folder_splits(self, path: Path, index: int, spec: Mapping[str, Any]) -> dict[str, Dataset]:
+    def _fer_folder_splits(
+        self, path: Path, index: int, spec: Mapping[str, Any]
+    ) -> dict[str, Dataset]:
         """FER2013 image folders: train/ and test/; val is held out of train."""
         paths, emotions, usage = read_fer2013_folders(path)
         train_idx = np.flatnonzero(usage == "train")
         held = seeded_split(len(train_idx), (self.fractions[0], 0.0), self.split_seed)
-        chosen = {"train": train_idx[held["train"]], "val": train_idx[held["val"]],
-                  "test": np.flatnonzero(usage == "test")}
+        chosen = {
+            "train": train_idx[held["train"]],
+            "val": train_idx[held["val"]],
+            "test": np.flatnonzero(usage == "test"),
+        }
         return {
-            split: Fer2013Dataset([paths[i] for i in rows], emotions[rows],
-                                  self._transform(split), index, self.eval_seed)
+            split: Fer2013Dataset(
+                [paths[i] for i in rows],
+                emotions[rows],
+                self._transform(split),
+                index,
+                self.eval_seed,
+            )
             for split, rows in chosen.items()
         }
 
     def _clip_splits(self, path: Path, index: int, spec: Mapping[str, Any]) -> dict[str, Dataset]:
         """Our clips: labels.csv gives the split."""
-        return {split: SmileClipDataset(path, split, self._transform(split), index, self.eval_seed)
-                for split in SPLITS}
+        return {
+            split: SmileClipDataset(path, split, self._transform(split), index, self.eval_seed)
+            for split in SPLITS
+        }
 
     def _transform(self, split: str) -> FrameTransform:
         return self.train_transform if split == "train" else self.eval_transform

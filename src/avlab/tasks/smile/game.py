@@ -20,7 +20,11 @@ import numpy as np
 
 from avlab.tasks.smile.model import EMOTIONS
 
-HAPPY, NEUTRAL, DISGUST = EMOTIONS.index("happy"), EMOTIONS.index("neutral"), EMOTIONS.index("disgust")
+HAPPY, NEUTRAL, DISGUST = (
+    EMOTIONS.index("happy"),
+    EMOTIONS.index("neutral"),
+    EMOTIONS.index("disgust"),
+)
 LABELS = ("genuine smile", "forced smile", "suppressed laugh", "sneer", "no smile")
 THRESHOLD_RANGE = (0.5, 0.9)
 
@@ -86,7 +90,9 @@ def smile_counts(smile: float, emotion_probs: Sequence[float], rules: GameRules)
     return not rules.two_stage or float(emotion_probs[HAPPY]) > rules.happiness
 
 
-def judge(smiles: Sequence[float], emotion_probs: Sequence[Sequence[float]], rules: GameRules) -> Verdict:
+def judge(
+    smiles: Sequence[float], emotion_probs: Sequence[Sequence[float]], rules: GameRules
+) -> Verdict:
     """Read every frame and give the verdict."""
     if len(smiles) != len(emotion_probs):
         raise ValueError(f"{len(smiles)} smile values but {len(emotion_probs)} emotion rows")

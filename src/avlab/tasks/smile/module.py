@@ -21,7 +21,9 @@ class HeadMetrics(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.smile = MetricCollection({"smile_mae": MeanAbsoluteError(), "smile_auroc": BinaryAUROC()})
+        self.smile = MetricCollection(
+            {"smile_mae": MeanAbsoluteError(), "smile_auroc": BinaryAUROC()}
+        )
         self.emotion = MetricCollection(
             {
                 "emotion_acc": MulticlassAccuracy(NUM_EMOTIONS, average="micro"),
@@ -120,7 +122,9 @@ class SmileEmotionModule(L.LightningModule):
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         """Update the stage's metrics (and per-source test metrics), log the loss."""
         out, losses = self._step(batch)
-        self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=batch["frames"].shape[0])
+        self.log(
+            f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=batch["frames"].shape[0]
+        )
         everything = torch.ones_like(batch["smile_mask"])
         self.metrics[stage].update(out, batch, everything)
         if stage == "test":

@@ -53,7 +53,11 @@ def load_net(ckpt: Path) -> tuple[SmileEmotionNet, dict]:
     net_cfg = OmegaConf.create(config["model"]["net"])
     net_cfg.pretrained = None
     net = hydra.utils.instantiate(net_cfg)
-    weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    weights = {
+        k.removeprefix("net."): v
+        for k, v in checkpoint["state_dict"].items()
+        if k.startswith("net.")
+    }
     net.load_state_dict(weights)
     return net.eval(), config
 
@@ -105,7 +109,9 @@ def gauge(value: float, width: int = 20) -> str:
     return "#" * filled + "." * (width - filled)
 
 
-def print_window(end: int, smile: float, probs: np.ndarray, verdict_so_far: str, rules: GameRules) -> None:
+def print_window(
+    end: int, smile: float, probs: np.ndarray, verdict_so_far: str, rules: GameRules
+) -> None:
     """One terminal block: the smile gauge with its threshold, emotion bars, the verdict."""
     mark = "!" if smile > rules.threshold else " "
     print(f"frame {end:5d}  smile [{gauge(smile)}] {smile:.2f}{mark}  verdict: {verdict_so_far}")
@@ -113,14 +119,25 @@ def print_window(end: int, smile: float, probs: np.ndarray, verdict_so_far: str,
         print(f"             {name:<9} [{gauge(float(p), 10)}] {p:.2f}")
 
 
-def write_timeline(path: Path, ends: list[int], fps: float, verdict: Verdict, probs: np.ndarray) -> None:
+def write_timeline(
+    path: Path, ends: list[int], fps: float, verdict: Verdict, probs: np.ndarray
+) -> None:
     """The per-window timeline as CSV."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["frame", "time_s", "smile", *EMOTIONS, "emotion", "label", "counts"])
         for end, reading, row in zip(ends, verdict.frames, probs, strict=True):
-            writer.writerow([end, f"{end / fps:.3f}", f"{reading.smile:.4f}",
-                             *(f"{p:.4f}" for p in row), reading.emotion, reading.label, int(reading.counts)])
+            writer.writerow(
+                [
+                    end,
+                    f"{end / fps:.3f}",
+                    f"{reading.smile:.4f}",
+                    *(f"{p:.4f}" for p in row),
+                    reading.emotion,
+                    reading.label,
+                    int(reading.counts),
+                ]
+            )
 
 
 def plot_smile(path: Path, ends: list[int], fps: float, verdict: Verdict, rules: GameRules) -> None:
@@ -133,7 +150,9 @@ def plot_smile(path: Path, ends: list[int], fps: float, verdict: Verdict, rules:
     times = np.asarray(ends) / fps
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.plot(times, [r.smile for r in verdict.frames], label="smile intensity")
-    ax.axhline(rules.threshold, color="red", linestyle="--", label=f"threshold {rules.threshold:.2f}")
+    ax.axhline(
+        rules.threshold, color="red", linestyle="--", label=f"threshold {rules.threshold:.2f}"
+    )
     if verdict.first_out_frame is not None:
         ax.axvline(times[verdict.first_out_frame], color="black", linestyle=":", label="OUT")
     ax.set(xlabel="time (s)", ylabel="smile", ylim=(0, 1), title=f"verdict: {verdict.text}")
@@ -154,7 +173,11 @@ def play(args: PlayArgs) -> Verdict:
     verdict = judge(smiles, probs, rules)
     if not args.quiet:
         for i, (end, smile, row) in enumerate(zip(ends, smiles, probs, strict=True)):
-            so_far = "OUT" if verdict.first_out_frame is not None and i >= verdict.first_out_frame else "in"
+            so_far = (
+                "OUT"
+                if verdict.first_out_frame is not None and i >= verdict.first_out_frame
+                else "in"
+            )
             print_window(end, smile, row, so_far, rules)
     out = Path(args.out) if args.out else ckpt.parent.parent / f"play_{source.stem}"
     out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +193,9 @@ def main(argv: list[str]) -> None:
     args = OmegaConf.merge(OmegaConf.structured(PlayArgs), OmegaConf.from_dotlist(argv))
     missing = [key for key in ("ckpt", "input") if OmegaConf.is_missing(args, key)]
     if missing:
-        sys.exit(f"usage: python -m avlab.tasks.smile.play ckpt=PATH input=VIDEO_OR_FOLDER (missing: {missing})")
+        sys.exit(
+            f"usage: python -m avlab.tasks.smile.play ckpt=PATH input=VIDEO_OR_FOLDER (missing: {missing})"
+        )
     play(OmegaConf.to_object(args))
 
 

@@ -104,7 +104,9 @@ def write_genki4k(root: str | Path, n: int = 2000, seed: int = 0) -> Path:
             (folder / "files" / f"file{i + 1:04d}.jpg").write_bytes(
                 encode_jpeg(image, view.jpeg_quality)
             )
-            lines.append(f"{int(expr.smile > 0.5)} {view.yaw:.6f} {view.pitch:.6f} {view.roll:.6f}\n")
+            lines.append(
+                f"{int(expr.smile > 0.5)} {view.yaw:.6f} {view.pitch:.6f} {view.roll:.6f}\n"
+            )
         (folder / "labels.txt").write_text("".join(lines))
         write_synth_stamp(folder, f"{__name__}.write_genki4k", {"n": n, "seed": seed})
     return root
@@ -124,7 +126,9 @@ def _aligned_crop(view: Viewing, framing: float) -> Viewing:
 def _fer_image(rng: np.random.Generator, emotion: int) -> np.ndarray:
     """One 48x48 grey face crop showing `emotion`, JPEG-degraded like the web originals."""
     view = _aligned_crop(Viewing.sample(rng), FER_FRAMING)
-    rgb = render_face(FaceIdentity.sample(rng), Expression.sample(rng, emotion), view, FER_SIDE, rng)
+    rgb = render_face(
+        FaceIdentity.sample(rng), Expression.sample(rng, emotion), view, FER_SIDE, rng
+    )
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     return jpeg_roundtrip(grey, max(50, view.jpeg_quality))
 
@@ -153,7 +157,9 @@ def write_fer2013(
     counts = dict(zip(FER_USAGES, (n_train, n_public, n_private), strict=True))
     rows = []
     with staged_folder(root) as folder:
-        bar = tqdm(total=sum(counts.values()), desc=f"FER2013 -> {root}", unit="img", mininterval=0.5)
+        bar = tqdm(
+            total=sum(counts.values()), desc=f"FER2013 -> {root}", unit="img", mininterval=0.5
+        )
         for split_no, (usage, count) in enumerate(counts.items()):
             labels = _balanced_labels(count, _item_rng(seed, 10**9 + split_no))
             for i, emotion in enumerate(labels):
@@ -167,7 +173,9 @@ def write_fer2013(
         else:
             text = "emotion,pixels,Usage\n" + "".join(f"{e},{p},{u}\n" for e, p, u in rows)
             (folder / "fer2013.csv").write_text(text)
-        params = dict(n_train=n_train, n_public=n_public, n_private=n_private, seed=seed, variant=variant)
+        params = dict(
+            n_train=n_train, n_public=n_public, n_private=n_private, seed=seed, variant=variant
+        )
         write_synth_stamp(folder, f"{__name__}.write_fer2013", params)
     return root
 
@@ -186,24 +194,31 @@ def write_smile_clips(
     splits = {"train": n_train, "val": n_val, "test": n_test}
     rows = ["clip,split,smile,emotion\n"]
     with staged_folder(root) as folder:
-        bar = tqdm(total=sum(splits.values()), desc=f"smile clips -> {root}", unit="clip", mininterval=0.5)
+        bar = tqdm(
+            total=sum(splits.values()), desc=f"smile clips -> {root}", unit="clip", mininterval=0.5
+        )
         index = 0
         for split_no, (split, count) in enumerate(splits.items()):
             for emotion in _balanced_labels(count, _item_rng(seed, 10**9 + split_no)):
                 clip_id = f"clip{index:05d}"
-                smile = _write_clip(folder / "clips" / clip_id, _item_rng(seed, index),
-                                    int(emotion), n_frames, size)
+                smile = _write_clip(
+                    folder / "clips" / clip_id, _item_rng(seed, index), int(emotion), n_frames, size
+                )
                 rows.append(f"{clip_id},{split},{smile:.3f},{int(emotion)}\n")
                 index += 1
                 bar.update()
         bar.close()
         (folder / "labels.csv").write_text("".join(rows))
-        params = dict(n_train=n_train, n_val=n_val, n_test=n_test, n_frames=n_frames, size=size, seed=seed)
+        params = dict(
+            n_train=n_train, n_val=n_val, n_test=n_test, n_frames=n_frames, size=size, seed=seed
+        )
         write_synth_stamp(folder, f"{__name__}.write_smile_clips", params)
     return root
 
 
-def _write_clip(clip_dir: Path, rng: np.random.Generator, emotion: int, n_frames: int, size: int) -> float:
+def _write_clip(
+    clip_dir: Path, rng: np.random.Generator, emotion: int, n_frames: int, size: int
+) -> float:
     """Render one clip's frames as JPEGs into clip_dir; returns its smile intensity label."""
     clip_dir.mkdir(parents=True)
     expr = Expression.sample(rng, emotion)

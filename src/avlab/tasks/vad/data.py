@@ -44,7 +44,9 @@ SPLIT_FOLDERS = {Split.TRAIN: "Train", Split.TEST: "Test"}
 
 def list_frames(folder: Path, suffix: str) -> list[Path]:
     """A video folder's frame (or mask) files, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() == suffix and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() == suffix and not p.name.startswith(".")
+    )
 
 
 def scan_ucsd_split(category_root: Path, split: Split) -> pd.DataFrame:
@@ -55,17 +57,26 @@ def scan_ucsd_split(category_root: Path, split: Split) -> pd.DataFrame:
     """
     folder = Path(category_root) / SPLIT_FOLDERS[split]
     if not folder.is_dir():
-        raise DatasetError(f"{folder}: missing {SPLIT_FOLDERS[split]} folder of the UCSDped layout "
-                           f"(expected {category_root}/Train/<video>/*.tif and Test/<video>/*.tif)")
+        raise DatasetError(
+            f"{folder}: missing {SPLIT_FOLDERS[split]} folder of the UCSDped layout "
+            f"(expected {category_root}/Train/<video>/*.tif and Test/<video>/*.tif)"
+        )
     rows = []
     for video in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.endswith("_gt")):
         frames = list_frames(video, FRAME_SUFFIX)
         if not frames:
             log.warning("%s: no %s frames, skipped (not a video folder)", video, FRAME_SUFFIX)
             continue
-        rows.append({"root": str(category_root), "folder": folder.name, "image_path": str(video),
-                     "mask_path": _mask_folder(video, len(frames), split), "split": split.value,
-                     "n_frames": len(frames)})
+        rows.append(
+            {
+                "root": str(category_root),
+                "folder": folder.name,
+                "image_path": str(video),
+                "mask_path": _mask_folder(video, len(frames), split),
+                "split": split.value,
+                "n_frames": len(frames),
+            }
+        )
     if not rows:
         raise DatasetError(f"{folder}: no video folders with {FRAME_SUFFIX} frames")
     return pd.DataFrame(rows)
@@ -80,7 +91,9 @@ def _mask_folder(video: Path, n_frames: int, split: Split) -> str:
         raise DatasetError(f"{masks}: missing ground-truth folder for test video {video}")
     n_masks = len(list_frames(masks, MASK_SUFFIX))
     if n_masks != n_frames:
-        raise DatasetError(f"{masks}: {n_masks} {MASK_SUFFIX} masks for {n_frames} frames in {video}")
+        raise DatasetError(
+            f"{masks}: {n_masks} {MASK_SUFFIX} masks for {n_frames} frames in {video}"
+        )
     return str(masks)
 
 
@@ -111,8 +124,13 @@ class FrameFolderClipsIndexer(UCSDpedClipsIndexer):
     `get_clip_location`, `get_clip` and `get_mask`, over sorted frame files.
     """
 
-    def __init__(self, video_paths: Sequence[str], mask_paths: Sequence[str],
-                 clip_length_in_frames: int = 2, frames_between_clips: int = 1) -> None:
+    def __init__(
+        self,
+        video_paths: Sequence[str],
+        mask_paths: Sequence[str],
+        clip_length_in_frames: int = 2,
+        frames_between_clips: int = 1,
+    ) -> None:
         # VideoClips.__init__ is skipped on purpose: it would decode every path as a video file.
         self.video_paths = list(video_paths)
         self.mask_paths = list(mask_paths)
@@ -120,7 +138,9 @@ class FrameFolderClipsIndexer(UCSDpedClipsIndexer):
         self.mask_files = [list_frames(Path(m), MASK_SUFFIX) if m else [] for m in self.mask_paths]
         self.video_fps = [None] * len(self.video_paths)
         self.video_pts = [torch.arange(len(f)) for f in self.frame_files]
-        self.clips = [_unfold(pts, clip_length_in_frames, frames_between_clips) for pts in self.video_pts]
+        self.clips = [
+            _unfold(pts, clip_length_in_frames, frames_between_clips) for pts in self.video_pts
+        ]
         self.cumulative_sizes = torch.tensor([len(c) for c in self.clips]).cumsum(0).tolist()
 
     def num_clips(self) -> int:
@@ -142,7 +162,9 @@ class FrameFolderClipsIndexer(UCSDpedClipsIndexer):
         frames = [read_frame(files[int(t)]) for t in self.clips[video_idx][clip_idx]]
         shapes = {tuple(f.shape) for f in frames}
         if len(shapes) > 1:
-            raise DatasetError(f"{self.video_paths[video_idx]}: frames of different sizes {sorted(shapes)}")
+            raise DatasetError(
+                f"{self.video_paths[video_idx]}: frames of different sizes {sorted(shapes)}"
+            )
         return torch.stack(frames), torch.empty((1, 0)), {}, video_idx
 
     def get_mask(self, idx: int) -> torch.Tensor | None:
@@ -151,7 +173,9 @@ class FrameFolderClipsIndexer(UCSDpedClipsIndexer):
         if not self.mask_files[video_idx]:
             return None
         files = self.mask_files[video_idx]
-        return torch.stack([read_mask_frame(files[int(t)]) for t in self.clips[video_idx][clip_idx]])
+        return torch.stack(
+            [read_mask_frame(files[int(t)]) for t in self.clips[video_idx][clip_idx]]
+        )
 
 
 def _unfold(pts: torch.Tensor, length: int, step: int) -> torch.Tensor:
@@ -164,12 +188,20 @@ def _unfold(pts: torch.Tensor, length: int, step: int) -> torch.Tensor:
 class UCSDpedFrames(UCSDpedDataset):
     """anomalib's UCSDped dataset over our checked scan and PyAV-free indexer."""
 
-    def __init__(self, root: str | Path, category: str, split: Split | str,
-                 clip_length_in_frames: int = 2, frames_between_clips: int = 1,
-                 target_frame: VideoTargetFrame = VideoTargetFrame.LAST) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        category: str,
+        split: Split | str,
+        clip_length_in_frames: int = 2,
+        frames_between_clips: int = 1,
+        target_frame: VideoTargetFrame = VideoTargetFrame.LAST,
+    ) -> None:
         AnomalibVideoDataset.__init__(  # the parent's __init__ would scan with anomalib's unchecked reader
-            self, clip_length_in_frames=clip_length_in_frames,
-            frames_between_clips=frames_between_clips, target_frame=target_frame,
+            self,
+            clip_length_in_frames=clip_length_in_frames,
+            frames_between_clips=frames_between_clips,
+            target_frame=target_frame,
         )
         self.root_category = Path(root) / category
         self.split = Split(split)
@@ -181,8 +213,10 @@ class UCSDpedFrames(UCSDpedDataset):
         item = super().__getitem__(index)
         if item.gt_mask is not None and item.gt_mask.shape[-2:] != item.image.shape[-2:]:
             video_idx, _ = self.indexer.get_clip_location(index)
-            raise DatasetError(f"{self.indexer.mask_paths[video_idx]}: masks of size "
-                               f"{tuple(item.gt_mask.shape[-2:])}, frames of {tuple(item.image.shape[-2:])}")
+            raise DatasetError(
+                f"{self.indexer.mask_paths[video_idx]}: masks of size "
+                f"{tuple(item.gt_mask.shape[-2:])}, frames of {tuple(item.image.shape[-2:])}"
+            )
         return item
 
 
@@ -223,14 +257,20 @@ class VadDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Generate the default scene if missing (or generated with other parameters)."""
-        ensure_generated(self.category_root, f"video scene {self.category!r}", write_ucsd_scene, self.synth)
+        ensure_generated(
+            self.category_root, f"video scene {self.category!r}", write_ucsd_scene, self.synth
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Index the train and test videos."""
         for split in (Split.TRAIN, Split.TEST):
             if split.value not in self.datasets:
                 self.datasets[split.value] = UCSDpedFrames(
-                    self.root, self.category, split, self.clip_length_in_frames, self.frames_between_clips
+                    self.root,
+                    self.category,
+                    split,
+                    self.clip_length_in_frames,
+                    self.frames_between_clips,
                 )
 
     def train_dataloader(self) -> DataLoader:
@@ -243,6 +283,11 @@ class VadDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int) -> DataLoader:
         """A DataLoader collating anomalib VideoBatches."""
-        return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=False,
-                          num_workers=self.num_workers, collate_fn=VideoBatch.collate,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=VideoBatch.collate,
+            persistent_workers=self.num_workers > 0,
+        )

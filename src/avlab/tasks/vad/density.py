@@ -32,7 +32,11 @@ from torch.nn.functional import one_hot
 
 log = logging.getLogger(__name__)
 
-STREAMS = {FeatureType.VELOCITY: "velocity", FeatureType.POSE: "pose", FeatureType.DEEP: "appearance"}
+STREAMS = {
+    FeatureType.VELOCITY: "velocity",
+    FeatureType.POSE: "pose",
+    FeatureType.DEEP: "appearance",
+}
 
 
 class NotFittedError(RuntimeError):
@@ -47,9 +51,13 @@ class GroupedKNN(GroupedKNNEstimator):
     min-max normalised by the leave-one-video-out distances of the training features.
     """
 
-    def __init__(self, n_neighbors: int = 1, max_bank_size: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, n_neighbors: int = 1, max_bank_size: int | None = None, seed: int = 0
+    ) -> None:
         super().__init__(n_neighbors)
-        del self.group_index  # a plain dict in anomalib; a buffer here, so it reaches the checkpoint
+        del (
+            self.group_index
+        )  # a plain dict in anomalib; a buffer here, so it reaches the checkpoint
         self.register_buffer("group_index", torch.empty(0, dtype=torch.long))
         self.group_index: torch.Tensor
         self.max_bank_size = max_bank_size
@@ -68,7 +76,9 @@ class GroupedKNN(GroupedKNNEstimator):
     def fit(self) -> None:
         """Merge the collected features into the bank as new groups, cap it, renormalise."""
         if not self.feature_collection and not self.is_fitted:
-            raise NotFittedError("no features were collected: the training clips produced no regions")
+            raise NotFittedError(
+                "no features were collected: the training clips produced no regions"
+            )
         new = [torch.vstack(chunks) for chunks in self.feature_collection.values()]
         first_id = int(self.group_index.max()) + 1 if self.is_fitted else 0
         banks = ([self.memory_bank] if self.is_fitted else []) + new
@@ -79,7 +89,9 @@ class GroupedKNN(GroupedKNNEstimator):
         self.feature_collection = {}
         self._compute_normalization_statistics()
 
-    def _capped(self, bank: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _capped(
+        self, bank: torch.Tensor, groups: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A seeded uniform subsample of at most `max_bank_size` rows (all rows when no cap)."""
         if not self.max_bank_size or len(bank) <= self.max_bank_size:
             return bank, groups
@@ -118,7 +130,9 @@ class GroupedKNN(GroupedKNNEstimator):
             return self.predict(rows, group=int(group), normalize=False)
         k = min(self.n_neighbors, len(rows) - 1)
         if k < 1:
-            raise NotFittedError("one training video with a single region: nothing to compare it with")
+            raise NotFittedError(
+                "one training video with a single region: nothing to compare it with"
+            )
         distances = torch.cdist(rows, rows)
         distances.fill_diagonal_(torch.inf)
         return distances.topk(k, largest=False, dim=1).values.mean(dim=1)
@@ -128,7 +142,9 @@ class MixtureModel(GaussianMixture):
     """anomalib's GaussianMixture with a k-means start that keeps every component populated,
     a covariance floor and an EM warm start from the current parameters."""
 
-    def __init__(self, n_components: int, n_iter: int = 100, tol: float = 1e-3, reg_covar: float = 1e-4) -> None:
+    def __init__(
+        self, n_components: int, n_iter: int = 100, tol: float = 1e-3, reg_covar: float = 1e-4
+    ) -> None:
         super().__init__(n_components=n_components, n_iter=n_iter, tol=tol)
         self.reg_covar = reg_covar
 
@@ -146,7 +162,9 @@ class MixtureModel(GaussianMixture):
     def _m_step(self, data: torch.Tensor, resp: torch.Tensor) -> None:
         """anomalib's M-step plus a covariance floor, so flat velocity bins stay invertible."""
         super()._m_step(data, resp)
-        self.covariances = self.covariances + self.reg_covar * torch.eye(data.shape[1], device=data.device)
+        self.covariances = self.covariances + self.reg_covar * torch.eye(
+            data.shape[1], device=data.device
+        )
 
     def warm_start(self, data: torch.Tensor, n_steps: int) -> None:
         """Run `n_steps` EM iterations from the current parameters (no k-means restart)."""
@@ -162,7 +180,9 @@ class VelocityGMM(DynamicBufferMixin, GMMEstimator):
     continues EM from the current parameters on old + new features; otherwise it fits afresh.
     """
 
-    def __init__(self, n_components: int = 2, warm_start_steps: int = 5, reg_covar: float = 1e-4) -> None:
+    def __init__(
+        self, n_components: int = 2, warm_start_steps: int = 5, reg_covar: float = 1e-4
+    ) -> None:
         super().__init__(n_components=n_components)
         self.gmm = MixtureModel(n_components=n_components, reg_covar=reg_covar)
         del self.memory_bank  # a list in anomalib, never saved; a buffer here
@@ -186,7 +206,9 @@ class VelocityGMM(DynamicBufferMixin, GMMEstimator):
         """Fit (or warm-start) the GMM on old + new features and renormalise over them all."""
         chunks = ([self.memory_bank] if self.memory_bank.numel() else []) + self.pending
         if not chunks:
-            raise NotFittedError("no velocity features were collected: the training clips produced no regions")
+            raise NotFittedError(
+                "no velocity features were collected: the training clips produced no regions"
+            )
         data = torch.vstack(chunks)
         if len(data) < 2 * self.gmm.n_components:
             raise NotFittedError(
@@ -194,8 +216,11 @@ class VelocityGMM(DynamicBufferMixin, GMMEstimator):
                 "velocity GMM; use more training frames or fewer model.n_components_velocity"
             )
         if self.gmm.is_fitted and len(self.gmm.means) != self.gmm.n_components:
-            log.warning("the fitted GMM has %d components, %d are asked for: fitting afresh on old + new features",
-                        len(self.gmm.means), self.gmm.n_components)
+            log.warning(
+                "the fitted GMM has %d components, %d are asked for: fitting afresh on old + new features",
+                len(self.gmm.means),
+                self.gmm.n_components,
+            )
             self.gmm.fit(data)
         elif self.gmm.is_fitted and self.warm_start_steps > 0:
             self.gmm.warm_start(data, self.warm_start_steps)
@@ -209,7 +234,9 @@ class VelocityGMM(DynamicBufferMixin, GMMEstimator):
     def predict(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """(N,) negative log-likelihood, min-max normalised by the training features' range."""
         if not self.is_fitted:
-            raise NotFittedError("the velocity GMM is not fitted: fit the model (train) before testing")
+            raise NotFittedError(
+                "the velocity GMM is not fitted: fit the model (train) before testing"
+            )
         return super().predict(features, normalize=normalize)
 
 
@@ -241,8 +268,14 @@ class AiVadDensity(CombinedDensityEstimator):
 
     def estimators(self) -> dict[str, VelocityGMM | GroupedKNN]:
         """The enabled estimators by stream name (velocity, pose, appearance)."""
-        named = {"velocity": "velocity_estimator", "pose": "pose_estimator", "appearance": "appearance_estimator"}
-        return {stream: getattr(self, attr) for stream, attr in named.items() if hasattr(self, attr)}
+        named = {
+            "velocity": "velocity_estimator",
+            "pose": "pose_estimator",
+            "appearance": "appearance_estimator",
+        }
+        return {
+            stream: getattr(self, attr) for stream, attr in named.items() if hasattr(self, attr)
+        }
 
     @property
     def is_fitted(self) -> bool:
@@ -256,7 +289,9 @@ class AiVadDensity(CombinedDensityEstimator):
             if stream in self.estimators():
                 estimator = self.estimators()[stream]
                 values = features[feature_type]
-                scores[stream] = estimator.predict(values) if values.numel() else values.new_zeros(0)
+                scores[stream] = (
+                    estimator.predict(values) if values.numel() else values.new_zeros(0)
+                )
         return scores
 
     def bank_sizes(self) -> dict[str, int]:

@@ -80,7 +80,9 @@ def needed_weights(choices: dict[str, str]) -> list[tuple[str, Path, str]]:
     needed = []
     for (key, choice), weights in TORCHVISION_WEIGHTS.items():
         if choices.get(key) == choice:
-            needed.append((f"model.{key}={choice}", torchvision_cache_file(weights.url), weights.url))
+            needed.append(
+                (f"model.{key}={choice}", torchvision_cache_file(weights.url), weights.url)
+            )
     if choices.get("appearance") == "clip":
         path, url = clip_cache_file()
         needed.append(("model.appearance=clip", path, url))
@@ -94,7 +96,9 @@ def check_weights(choices: dict[str, str]) -> None:
         if not path.is_file():
             problems.append(f"  {what} needs {path}\n      (download {url} and copy it there)")
         elif what.endswith("clip") and not _sha256_matches(path, url):
-            problems.append(f"  {what}: {path} exists but its SHA-256 does not match {url}; replace it")
+            problems.append(
+                f"  {what}: {path} exists but its SHA-256 does not match {url}; replace it"
+            )
     if problems:
         raise PretrainedWeightsError(
             "AI-VAD: pretrained extractor weights are missing, and nothing is downloaded at run time:\n"
@@ -123,15 +127,25 @@ def _to_gray_u8(frames: torch.Tensor) -> np.ndarray:
 class FarnebackFlow(nn.Module):
     """Dense optical flow by OpenCV's Farneback method: RAFT's output format, no weights."""
 
-    def __init__(self, pyr_scale: float = 0.5, levels: int = 3, winsize: int = 9,
-                 iterations: int = 3, poly_n: int = 5, poly_sigma: float = 1.1) -> None:
+    def __init__(
+        self,
+        pyr_scale: float = 0.5,
+        levels: int = 3,
+        winsize: int = 9,
+        iterations: int = 3,
+        poly_n: int = 5,
+        poly_sigma: float = 1.1,
+    ) -> None:
         super().__init__()
         self.params = (pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, 0)
 
     def forward(self, first_frame: torch.Tensor, last_frame: torch.Tensor) -> torch.Tensor:
         """(N,2,H,W) displacement (dx, dy) in pixels from first to last frame."""
         firsts, lasts = _to_gray_u8(first_frame), _to_gray_u8(last_frame)
-        flows = [cv2.calcOpticalFlowFarneback(a, b, None, *self.params) for a, b in zip(firsts, lasts, strict=True)]
+        flows = [
+            cv2.calcOpticalFlowFarneback(a, b, None, *self.params)
+            for a, b in zip(firsts, lasts, strict=True)
+        ]
         return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(first_frame.device)
 
 
@@ -145,9 +159,18 @@ class MotionRegions(RegionExtractor):
     anomalib's own post-processing then drops small boxes and boxes mostly inside another.
     """
 
-    def __init__(self, min_bbox_area: int = 100, max_bbox_overlap: float = 0.65,
-                 kernel_size: int = 3, binary_threshold: int = 18, closing: int = 0, dilation: int = 2) -> None:
-        nn.Module.__init__(self)  # RegionExtractor.__init__ would build Mask R-CNN; nothing here needs it
+    def __init__(
+        self,
+        min_bbox_area: int = 100,
+        max_bbox_overlap: float = 0.65,
+        kernel_size: int = 3,
+        binary_threshold: int = 18,
+        closing: int = 0,
+        dilation: int = 2,
+    ) -> None:
+        nn.Module.__init__(
+            self
+        )  # RegionExtractor.__init__ would build Mask R-CNN; nothing here needs it
         self.persons_only = False
         self.min_bbox_area = min_bbox_area
         self.max_bbox_overlap = max_bbox_overlap
@@ -156,10 +179,14 @@ class MotionRegions(RegionExtractor):
         self.closing = closing
         self.dilation = dilation
 
-    def forward(self, first_frame: torch.Tensor, last_frame: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    def forward(
+        self, first_frame: torch.Tensor, last_frame: torch.Tensor
+    ) -> list[dict[str, torch.Tensor]]:
         """Per frame: boxes, labels (0), scores (0.5) and masks of the moving regions."""
-        regions = [self._frame_regions(a, b) for a, b in
-                   zip(_to_gray_u8(first_frame), _to_gray_u8(last_frame), strict=True)]
+        regions = [
+            self._frame_regions(a, b)
+            for a, b in zip(_to_gray_u8(first_frame), _to_gray_u8(last_frame), strict=True)
+        ]
         regions = [{k: v.to(first_frame.device) for k, v in r.items()} for r in regions]
         return self.post_process_bbox_detections(regions)
 
@@ -174,8 +201,19 @@ class MotionRegions(RegionExtractor):
             moving = cv2.dilate(moving, _disk(self.dilation))
         n, labels, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
         stats = stats[1:]
-        boxes = np.stack([stats[:, 0], stats[:, 1], stats[:, 0] + stats[:, 2] - 1,
-                          stats[:, 1] + stats[:, 3] - 1], 1) if n > 1 else np.zeros((0, 4))
+        boxes = (
+            np.stack(
+                [
+                    stats[:, 0],
+                    stats[:, 1],
+                    stats[:, 0] + stats[:, 2] - 1,
+                    stats[:, 1] + stats[:, 3] - 1,
+                ],
+                1,
+            )
+            if n > 1
+            else np.zeros((0, 4))
+        )
         masks = labels[None] == np.arange(1, n)[:, None, None]
         return {
             "boxes": torch.as_tensor(boxes, dtype=torch.float32),
@@ -198,8 +236,15 @@ class TimmAppearance(nn.Module):
     pretrained encoder. Drop-in for anomalib's CLIP `DeepExtractor`.
     """
 
-    def __init__(self, backbone: str = "resnet18", stage: int = 2, crop_size: int = 64,
-                 pool_grid: int = 1, square_crops: bool = False, pretrained: str | None = None) -> None:
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        stage: int = 2,
+        crop_size: int = 64,
+        pool_grid: int = 1,
+        square_crops: bool = False,
+        pretrained: str | None = None,
+    ) -> None:
         super().__init__()
         kwargs = {"features_only": True, "out_indices": (stage,)}
         if pretrained:
@@ -224,7 +269,9 @@ class TimmAppearance(nn.Module):
         if boxes.shape[0] == 0:
             return batch.new_zeros(0, self.output_dim)
         boxes = _squared(boxes) if self.square_crops else boxes
-        crops = roi_align(batch, boxes.to(batch.dtype), output_size=[self.crop_size] * 2, aligned=True)
+        crops = roi_align(
+            batch, boxes.to(batch.dtype), output_size=[self.crop_size] * 2, aligned=True
+        )
         with torch.no_grad():
             features = self.encoder((crops - self.mean) / self.std)[-1]
         return adaptive_avg_pool2d(features, self.pool_grid).flatten(1)
@@ -251,8 +298,9 @@ class RegionVelocity(VelocityExtractor):
     background inside a box does not dilute the speeds.
     """
 
-    def __init__(self, n_bins: int = 8, grid: int = 32, min_magnitude: float = 0.0,
-                 normalize: str = "bin") -> None:
+    def __init__(
+        self, n_bins: int = 8, grid: int = 32, min_magnitude: float = 0.0, normalize: str = "bin"
+    ) -> None:
         super().__init__(n_bins=n_bins)
         if normalize not in ("bin", "region"):
             raise ValueError(f"model.velocity.normalize={normalize!r}: choose bin or region")
@@ -269,7 +317,9 @@ class RegionVelocity(VelocityExtractor):
         theta = torch.atan2(sampled[:, 0], sampled[:, 1]).flatten(1)
         bins = ((theta + torch.pi) / (2 * torch.pi) * self.n_bins).long().clamp(0, self.n_bins - 1)
         counted = (magnitude >= self.min_magnitude).to(magnitude.dtype)
-        sums = magnitude.new_zeros(len(boxes), self.n_bins).scatter_add_(1, bins, magnitude * counted)
+        sums = magnitude.new_zeros(len(boxes), self.n_bins).scatter_add_(
+            1, bins, magnitude * counted
+        )
         counts = magnitude.new_zeros(len(boxes), self.n_bins).scatter_add_(1, bins, counted)
         if self.normalize == "region":
             counts = counts.sum(dim=1, keepdim=True).expand_as(sums)
@@ -279,7 +329,9 @@ class RegionVelocity(VelocityExtractor):
 class RegionFeatures(VideoRegionFeatureExtractor):
     """anomalib's per-region feature extractor with the pose and appearance encoders chosen by config."""
 
-    def __init__(self, velocity: nn.Module, pose: nn.Module | None, appearance: nn.Module | None) -> None:
+    def __init__(
+        self, velocity: nn.Module, pose: nn.Module | None, appearance: nn.Module | None
+    ) -> None:
         nn.Module.__init__(self)  # the parent would build Keypoint R-CNN and CLIP unconditionally
         self.use_velocity_features = True
         self.use_pose_features = pose is not None
@@ -298,13 +350,22 @@ def build_flow(choice: str, farneback: dict | None = None) -> nn.Module:
     raise ValueError(f"model.flow={choice!r}: choose one of {FLOWS}")
 
 
-def build_regions(choice: str, min_bbox_area: int = 100, max_bbox_overlap: float = 0.65,
-                  maskrcnn: dict | None = None, motion: dict | None = None) -> nn.Module:
+def build_regions(
+    choice: str,
+    min_bbox_area: int = 100,
+    max_bbox_overlap: float = 0.65,
+    maskrcnn: dict | None = None,
+    motion: dict | None = None,
+) -> nn.Module:
     """The region extractor named by `model.regions` (both drop small and overlapping boxes)."""
     if choice == "maskrcnn":
-        return RegionExtractor(min_bbox_area=min_bbox_area, max_bbox_overlap=max_bbox_overlap, **(maskrcnn or {}))
+        return RegionExtractor(
+            min_bbox_area=min_bbox_area, max_bbox_overlap=max_bbox_overlap, **(maskrcnn or {})
+        )
     if choice == "motion":
-        return MotionRegions(min_bbox_area=min_bbox_area, max_bbox_overlap=max_bbox_overlap, **(motion or {}))
+        return MotionRegions(
+            min_bbox_area=min_bbox_area, max_bbox_overlap=max_bbox_overlap, **(motion or {})
+        )
     raise ValueError(f"model.regions={choice!r}: choose one of {REGIONS}")
 
 
@@ -318,8 +379,9 @@ def build_pose(choice: str | bool | None) -> nn.Module | None:
     raise ValueError(f"model.pose={choice!r}: choose one of {POSES}")
 
 
-def build_appearance(choice: str | bool | None, timm_args: dict | None = None,
-                     pretrained: str | None = None) -> nn.Module | None:
+def build_appearance(
+    choice: str | bool | None, timm_args: dict | None = None, pretrained: str | None = None
+) -> nn.Module | None:
     """The appearance extractor named by `model.appearance`, or None when off."""
     choice = off_choice(choice)
     if choice == "clip":

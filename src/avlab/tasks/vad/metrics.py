@@ -47,8 +47,14 @@ class FrameScoreCollector:
     def __init__(self) -> None:
         self.rows: dict[str, list[tuple[int, float, int, dict[str, float]]]] = defaultdict(list)
 
-    def add(self, videos: list[str], frames: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
-            streams: dict[str, torch.Tensor]) -> None:
+    def add(
+        self,
+        videos: list[str],
+        frames: torch.Tensor,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        streams: dict[str, torch.Tensor],
+    ) -> None:
         """Record one batch: video path, target frame index, score and label per clip."""
         for i, video in enumerate(videos):
             extra = {name: float(values[i]) for name, values in streams.items()}
@@ -64,7 +70,9 @@ class FrameScoreCollector:
                 frames=torch.tensor([r[0] for r in rows]),
                 scores=torch.tensor([r[1] for r in rows], dtype=torch.float64),
                 labels=torch.tensor([r[2] for r in rows]),
-                streams={n: torch.tensor([r[3][n] for r in rows], dtype=torch.float64) for n in names},
+                streams={
+                    n: torch.tensor([r[3][n] for r in rows], dtype=torch.float64) for n in names
+                },
             )
         return result
 
@@ -73,11 +81,15 @@ class FrameScoreCollector:
         self.rows.clear()
 
 
-def frame_metrics(videos: dict[str, VideoScores], sigma: float = 0.0, stream: str | None = None) -> dict[str, float]:
+def frame_metrics(
+    videos: dict[str, VideoScores], sigma: float = 0.0, stream: str | None = None
+) -> dict[str, float]:
     """frame_auroc and frame_aupr over all videos' frames ({} if only one class is present)."""
     if not videos:
         return {}
-    scores = torch.cat([gaussian_smooth(v.streams[stream] if stream else v.scores, sigma) for v in videos.values()])
+    scores = torch.cat(
+        [gaussian_smooth(v.streams[stream] if stream else v.scores, sigma) for v in videos.values()]
+    )
     labels = torch.cat([v.labels for v in videos.values()])
     if labels.min() == labels.max():
         return {}
@@ -91,12 +103,27 @@ def plot_video_scores(path: Path, name: str, video: VideoScores, sigma: float) -
     """PNG of one video's raw and smoothed frame scores, ground-truth anomalous frames shaded."""
     fig, ax = plt.subplots(figsize=(8, 2.6))
     for start, stop in _runs(video.labels):
-        ax.axvspan(video.frames[start] - 0.5, video.frames[stop - 1] + 0.5, color="tab:red", alpha=0.18, lw=0)
+        ax.axvspan(
+            video.frames[start] - 0.5,
+            video.frames[stop - 1] + 0.5,
+            color="tab:red",
+            alpha=0.18,
+            lw=0,
+        )
     ax.plot(video.frames, video.scores, color="0.6", lw=0.8, label="score")
     if sigma > 0:
-        ax.plot(video.frames, gaussian_smooth(video.scores, sigma), color="tab:blue", lw=1.6,
-                label=f"smoothed (sigma={sigma:g})")
-    ax.set(xlabel="frame", ylabel="anomaly score", title=f"{name} (shaded: ground-truth anomalous frames)")
+        ax.plot(
+            video.frames,
+            gaussian_smooth(video.scores, sigma),
+            color="tab:blue",
+            lw=1.6,
+            label=f"smoothed (sigma={sigma:g})",
+        )
+    ax.set(
+        xlabel="frame",
+        ylabel="anomaly score",
+        title=f"{name} (shaded: ground-truth anomalous frames)",
+    )
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

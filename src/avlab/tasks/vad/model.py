@@ -76,14 +76,28 @@ class AiVadNet(nn.Module):
         timm: dict | None = None,
     ) -> None:
         super().__init__()
-        self.choices = {"flow": flow, "regions": regions, "pose": off_choice(pose), "appearance": off_choice(appearance)}
+        self.choices = {
+            "flow": flow,
+            "regions": regions,
+            "pose": off_choice(pose),
+            "appearance": off_choice(appearance),
+        }
         self.feature_config = _feature_config(
-            self.choices, n_velocity_bins=n_velocity_bins, velocity=velocity, min_bbox_area=min_bbox_area,
-            max_bbox_overlap=max_bbox_overlap, farneback=farneback, motion=motion, maskrcnn=maskrcnn, timm=timm,
+            self.choices,
+            n_velocity_bins=n_velocity_bins,
+            velocity=velocity,
+            min_bbox_area=min_bbox_area,
+            max_bbox_overlap=max_bbox_overlap,
+            farneback=farneback,
+            motion=motion,
+            maskrcnn=maskrcnn,
+            timm=timm,
         )
         check_weights(self.choices)
         self.flow_extractor = build_flow(flow, farneback)
-        self.region_extractor = build_regions(regions, min_bbox_area, max_bbox_overlap, maskrcnn, motion)
+        self.region_extractor = build_regions(
+            regions, min_bbox_area, max_bbox_overlap, maskrcnn, motion
+        )
         self.feature_extractor = RegionFeatures(
             velocity=RegionVelocity(n_velocity_bins, **(velocity or {})),
             pose=build_pose(pose),
@@ -108,7 +122,11 @@ class AiVadNet(nn.Module):
 
     def cached_prefixes(self) -> list[str]:
         """State-dict prefixes of the extractors whose weights come from cache files."""
-        return [prefix for key, (choice, prefix) in CACHED_WEIGHTS.items() if self.choices[key] == choice]
+        return [
+            prefix
+            for key, (choice, prefix) in CACHED_WEIGHTS.items()
+            if self.choices[key] == choice
+        ]
 
     def train(self, mode: bool = True) -> AiVadNet:
         """Switch the density mode only: the extractors stay in eval mode (frozen BatchNorm)."""
@@ -137,18 +155,30 @@ class AiVadNet(nn.Module):
     def score(self, regions: list[dict], features: list[dict]) -> AiVadOutput:
         """Frame and region scores from each frame's region features (one density call per stream)."""
         counts = [len(r["boxes"]) for r in regions]
-        merged = {key: torch.cat([f[key] for f in features]) for key in features[0]} if features else {}
-        per_stream = {s: scores.split(counts) for s, scores in self.density.score_streams(merged).items()}
-        stream_scores = {s: torch.stack([_max_or_zero(x) for x in parts]) for s, parts in per_stream.items()}
+        merged = (
+            {key: torch.cat([f[key] for f in features]) for key in features[0]} if features else {}
+        )
+        per_stream = {
+            s: scores.split(counts) for s, scores in self.density.score_streams(merged).items()
+        }
+        stream_scores = {
+            s: torch.stack([_max_or_zero(x) for x in parts]) for s, parts in per_stream.items()
+        }
         frame_scores = sum(stream_scores.values()) if stream_scores else torch.zeros(len(regions))
-        region_scores = [sum(parts[i] for parts in per_stream.values()) for i in range(len(regions))]
-        return AiVadOutput(frame_scores, stream_scores, [r["boxes"] for r in regions], region_scores)
+        region_scores = [
+            sum(parts[i] for parts in per_stream.values()) for i in range(len(regions))
+        ]
+        return AiVadOutput(
+            frame_scores, stream_scores, [r["boxes"] for r in regions], region_scores
+        )
 
 
 def _feature_config(choices: dict[str, str], **settings) -> dict:
     """What the features mean, as plain JSON types: a merge of two fitted models needs it equal
     on both sides (the weights of a random-init encoder travel in the checkpoint instead)."""
-    return json.loads(json.dumps({**choices, **{k: {} if v is None else v for k, v in settings.items()}}))
+    return json.loads(
+        json.dumps({**choices, **{k: {} if v is None else v for k, v in settings.items()}})
+    )
 
 
 def _max_or_zero(scores: torch.Tensor) -> torch.Tensor:

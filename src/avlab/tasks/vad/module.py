@@ -95,9 +95,13 @@ class AiVadModule(L.LightningModule):
     def on_fit_start(self) -> None:
         """Refuse settings that would fit twice, and say when a fine-tune has nothing to merge."""
         if self.trainer.max_epochs != 1:
-            raise ValueError(f"AI-VAD fits in one pass: trainer.max_epochs must be 1, not {self.trainer.max_epochs}")
+            raise ValueError(
+                f"AI-VAD fits in one pass: trainer.max_epochs must be 1, not {self.trainer.max_epochs}"
+            )
         if self.expect_init_from and not self.net.density.is_fitted:
-            log.warning("no model.init_from checkpoint given: fitting on this run's training clips only")
+            log.warning(
+                "no model.init_from checkpoint given: fitting on this run's training clips only"
+            )
         self.train_regions = self.train_frames = 0
 
     def training_step(self, batch: VideoBatch, batch_idx: int) -> torch.Tensor:
@@ -112,7 +116,9 @@ class AiVadModule(L.LightningModule):
         regions = sum(len(f[FeatureType.VELOCITY]) for f in features)
         self.train_regions += regions
         self.train_frames += len(features)
-        self.log("train/regions_per_frame", regions / max(1, len(features)), batch_size=len(features))
+        self.log(
+            "train/regions_per_frame", regions / max(1, len(features)), batch_size=len(features)
+        )
         return torch.zeros((), requires_grad=True, device=self.device)
 
     def on_train_epoch_end(self) -> None:
@@ -124,14 +130,20 @@ class AiVadModule(L.LightningModule):
             )
         self.net.density.fit()
         sizes = self.net.density.bank_sizes()
-        log.info("AI-VAD fitted on %d regions of %d frames; bank sizes %s",
-                 self.train_regions, self.train_frames, sizes)
+        log.info(
+            "AI-VAD fitted on %d regions of %d frames; bank sizes %s",
+            self.train_regions,
+            self.train_frames,
+            sizes,
+        )
         self.log_dict({f"train/bank_{stream}": float(n) for stream, n in sizes.items()})
 
     def test_step(self, batch: VideoBatch, batch_idx: int) -> None:
         """Score each clip's target frame and record it with its label."""
         out = self.net(batch.image)
-        self.scores.add(batch.video_path, batch.frames, out.frame_scores, batch.gt_label, out.stream_scores)
+        self.scores.add(
+            batch.video_path, batch.frames, out.frame_scores, batch.gt_label, out.stream_scores
+        )
 
     def on_test_epoch_start(self) -> None:
         """Start collecting this test run's frame scores afresh."""
@@ -149,11 +161,15 @@ class AiVadModule(L.LightningModule):
         metrics = {"n_frames": float(sum(len(v.frames) for v in videos.values()))}
         raw = frame_metrics(videos)
         if not raw:
-            log.warning("test frames are all of one class: frame AUROC/AUPR are undefined, not logged")
+            log.warning(
+                "test frames are all of one class: frame AUROC/AUPR are undefined, not logged"
+            )
             return metrics
         metrics |= frame_metrics(videos, self.sigma) | {f"{k}_raw": v for k, v in raw.items()}
         for stream in next(iter(videos.values())).streams:
-            metrics[f"frame_auroc_{stream}"] = frame_metrics(videos, self.sigma, stream)["frame_auroc"]
+            metrics[f"frame_auroc_{stream}"] = frame_metrics(videos, self.sigma, stream)[
+                "frame_auroc"
+            ]
         return metrics
 
     def _write_plots(self, videos: Mapping) -> None:
@@ -169,28 +185,44 @@ class AiVadModule(L.LightningModule):
         checkpoint[FEATURES_KEY] = self.net.feature_config
         prefixes = tuple(f"net.{p}" for p in self.net.cached_prefixes())
         if prefixes:
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(prefixes)}
+            checkpoint["state_dict"] = {
+                k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(prefixes)
+            }
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ):
         """Load a checkpoint, taking the cache-file weights it leaves out from this module."""
         prefixes = tuple(f"net.{p}" for p in self.net.cached_prefixes())
-        own = {k: v for k, v in super().state_dict().items() if k.startswith(prefixes)} if prefixes else {}
+        own = (
+            {k: v for k, v in super().state_dict().items() if k.startswith(prefixes)}
+            if prefixes
+            else {}
+        )
         return super().load_state_dict({**own, **state_dict}, strict=strict, assign=assign)
 
     def init_from_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Start from a fitted AI-VAD checkpoint: its extractor weights and density state, to merge into."""
         theirs, ours = checkpoint.get(FEATURES_KEY), self.net.feature_config
         if theirs is None:
-            raise ValueError(f"model.init_from: the checkpoint has no {FEATURES_KEY} (not an AI-VAD fit)")
+            raise ValueError(
+                f"model.init_from: the checkpoint has no {FEATURES_KEY} (not an AI-VAD fit)"
+            )
         differ = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
         if differ:
             raise ValueError(
                 "model.init_from: the checkpoint's features are not comparable with this run's; "
-                + ", ".join(f"model.{k}: checkpoint {a!r}, here {b!r}" for k, (a, b) in differ.items())
+                + ", ".join(
+                    f"model.{k}: checkpoint {a!r}, here {b!r}" for k, (a, b) in differ.items()
+                )
             )
         self.load_state_dict(checkpoint["state_dict"], strict=True)
         if not self.net.density.is_fitted:
-            raise ValueError("model.init_from: the checkpoint's density model is not fitted (an unfinished run?)")
+            raise ValueError(
+                "model.init_from: the checkpoint's density model is not fitted (an unfinished run?)"
+            )
         banks = self.net.density.bank_sizes()
-        log.info("model.init_from: starting from a fitted AI-VAD with bank sizes %s; this run's features are merged in",
-                 banks)
+        log.info(
+            "model.init_from: starting from a fitted AI-VAD with bank sizes %s; this run's features are merged in",
+            banks,
+        )

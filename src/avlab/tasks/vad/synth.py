@@ -90,22 +90,52 @@ def write_ucsd_scene(
         raise ValueError(f"unknown anomaly kinds {sorted(unknown)}; choose from {ANOMALIES}")
     root = Path(root)
     background = render_background(style)
-    params = {"scene": scene or {}, "n_train": n_train, "n_test": n_test, "n_frames": n_frames,
-              "anomalies": list(anomalies), "seed": seed}
+    params = {
+        "scene": scene or {},
+        "n_train": n_train,
+        "n_test": n_test,
+        "n_frames": n_frames,
+        "anomalies": list(anomalies),
+        "seed": seed,
+    }
     with staged_folder(root) as out:
-        bar = tqdm(total=(n_train + n_test) * n_frames, desc=f"UCSDped scene -> {root}",
-                   unit="frame", mininterval=0.5)
+        bar = tqdm(
+            total=(n_train + n_test) * n_frames,
+            desc=f"UCSDped scene -> {root}",
+            unit="frame",
+            mininterval=0.5,
+        )
         for index in range(n_train):
             rng = np.random.default_rng([seed, 0, index])
             video = out / "Train" / f"Train{index + 1:03d}"
-            _write_video(video, None, background, normal_traffic(style, n_frames, rng), style, rng, bar, n_frames)
+            _write_video(
+                video,
+                None,
+                background,
+                normal_traffic(style, n_frames, rng),
+                style,
+                rng,
+                bar,
+                n_frames,
+            )
         for index in range(n_test):
             rng = np.random.default_rng([seed, 1, index])
             agents = normal_traffic(style, n_frames, rng)
             if anomalies:
-                agents.append(anomalous_agent(anomalies[index % len(anomalies)], style, n_frames, rng))
+                agents.append(
+                    anomalous_agent(anomalies[index % len(anomalies)], style, n_frames, rng)
+                )
             video = out / "Test" / f"Test{index + 1:03d}"
-            _write_video(video, video.with_name(video.name + "_gt"), background, agents, style, rng, bar, n_frames)
+            _write_video(
+                video,
+                video.with_name(video.name + "_gt"),
+                background,
+                agents,
+                style,
+                rng,
+                bar,
+                n_frames,
+            )
         bar.close()
         write_synth_stamp(out, "avlab.tasks.vad.synth.write_ucsd_scene", params)
     return root
@@ -127,7 +157,9 @@ def _write_video(
         masks_dir.mkdir(parents=True)
     for t in range(n_frames):
         frame, mask = render_frame(background, agents, t, style, rng)
-        Image.fromarray(frame).save(frames_dir / f"{t + 1:03d}.tif", format="TIFF", compression="tiff_deflate")
+        Image.fromarray(frame).save(
+            frames_dir / f"{t + 1:03d}.tif", format="TIFF", compression="tiff_deflate"
+        )
         if masks_dir is not None:
             Image.fromarray(mask).save(masks_dir / f"{t + 1:03d}.bmp", format="BMP")
         bar.update(1)
@@ -137,7 +169,9 @@ def render_background(style: Scene) -> np.ndarray:
     """The scene's static RGB background: lawn, tiled walkway, benches and trees."""
     rng = np.random.default_rng([style.background_seed, 99])
     h, w = style.height, style.width
-    low = cv2.resize(rng.normal(0, 1, (6, 9)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    low = cv2.resize(
+        rng.normal(0, 1, (6, 9)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC
+    )
     grain = rng.normal(0, 1, (h, w)).astype(np.float32)
     image = np.empty((h, w, 3), np.float32)
     image[:] = style.ground_rgb
@@ -158,7 +192,9 @@ def _draw_static_object(image: np.ndarray, rng: np.random.Generator, top: int, b
     x = int(rng.uniform(0.05, 0.95) * w)
     if rng.random() < 0.6 and top > 8:
         y, r = int(rng.uniform(0.15, 0.85) * top), int(rng.uniform(0.05, 0.09) * h)
-        cv2.circle(image, (x, y), r, tuple(float(c) for c in rng.uniform(20, 70, 3) * (0.6, 1.2, 0.6)), -1)
+        cv2.circle(
+            image, (x, y), r, tuple(float(c) for c in rng.uniform(20, 70, 3) * (0.6, 1.2, 0.6)), -1
+        )
         cv2.circle(image, (x - r // 3, y - r // 3), max(1, r // 2), (60.0, 110.0, 50.0), -1)
     else:
         y = top if rng.random() < 0.5 else bottom - 3
@@ -170,7 +206,9 @@ def _draw_static_object(image: np.ndarray, rng: np.random.Generator, top: int, b
 def _person_colours(rng: np.random.Generator) -> dict[str, tuple[int, int, int]]:
     """Random clothes, skin and hair colours of one pedestrian."""
     hue = rng.uniform(0, 180)
-    shirt = cv2.cvtColor(np.uint8([[[hue, rng.uniform(60, 220), rng.uniform(70, 230)]]]), cv2.COLOR_HSV2RGB)[0, 0]
+    shirt = cv2.cvtColor(
+        np.uint8([[[hue, rng.uniform(60, 220), rng.uniform(70, 230)]]]), cv2.COLOR_HSV2RGB
+    )[0, 0]
     skin = np.array([224, 172, 140]) * rng.uniform(0.45, 1.0)
     return {
         "shirt": tuple(int(c) for c in shirt),
@@ -186,8 +224,14 @@ def _scale(style: Scene, y: float) -> float:
 
 
 def _linear_path(
-    style: Scene, n_frames: int, t0: int, direction_deg: float, speed: float,
-    rng: np.random.Generator, margin: float, lane: Sequence[float] = (0.0, 1.0),
+    style: Scene,
+    n_frames: int,
+    t0: int,
+    direction_deg: float,
+    speed: float,
+    rng: np.random.Generator,
+    margin: float,
+    lane: Sequence[float] = (0.0, 1.0),
 ) -> np.ndarray:
     """Feet positions of a figure entering at the frame edge at `t0` and walking straight on."""
     h, w = style.height, style.width
@@ -210,7 +254,12 @@ def _linear_path(
 def _in_view(path: np.ndarray, style: Scene, margin: float) -> np.ndarray:
     """Which feet positions put (part of) the figure inside the frame."""
     x, y = path[:, 0], path[:, 1]
-    return (x > -margin) & (x < style.width + margin) & (y > -0.1 * style.height) & (y < style.height + margin)
+    return (
+        (x > -margin)
+        & (x < style.width + margin)
+        & (y > -0.1 * style.height)
+        & (y < style.height + margin)
+    )
 
 
 def normal_traffic(style: Scene, n_frames: int, rng: np.random.Generator) -> list[Agent]:
@@ -222,9 +271,13 @@ def normal_traffic(style: Scene, n_frames: int, rng: np.random.Generator) -> lis
             direction, lane = _normal_direction(style, rng)
             speed = rng.uniform(*style.speed_px)
             height = rng.uniform(*style.person_px)
-            path = _linear_path(style, n_frames, t0, direction, speed, rng, margin=height, lane=lane)
+            path = _linear_path(
+                style, n_frames, t0, direction, speed, rng, margin=height, lane=lane
+            )
             if np.isfinite(path[:, 0]).any():
-                agents.append(_agent("person", path, height, rng, anomalous=np.zeros(n_frames, bool)))
+                agents.append(
+                    _agent("person", path, height, rng, anomalous=np.zeros(n_frames, bool))
+                )
     return agents
 
 
@@ -236,7 +289,11 @@ def _normal_direction(style: Scene, rng: np.random.Generator) -> tuple[float, Se
 
 
 def _agent(
-    kind: str, path: np.ndarray, height: float, rng: np.random.Generator, anomalous: np.ndarray,
+    kind: str,
+    path: np.ndarray,
+    height: float,
+    rng: np.random.Generator,
+    anomalous: np.ndarray,
     stepping: np.ndarray | None = None,
 ) -> Agent:
     """An agent whose gait phase advances with the distance it covers (plus `stepping` in place)."""
@@ -258,12 +315,20 @@ def anomalous_agent(kind: str, style: Scene, n_frames: int, rng: np.random.Gener
         direction, speed = rng.choice(style.wrong_way_directions), rng.uniform(*style.speed_px)
     else:
         direction, lane = _normal_direction(style, rng)
-        speed = rng.uniform(4.0, 5.5) * np.mean(style.speed_px) if kind == "bike" else rng.uniform(*style.speed_px)
-    path = _linear_path(style, n_frames, start, direction, speed, rng, margin=1.5 * height, lane=lane)
+        speed = (
+            rng.uniform(4.0, 5.5) * np.mean(style.speed_px)
+            if kind == "bike"
+            else rng.uniform(*style.speed_px)
+        )
+    path = _linear_path(
+        style, n_frames, start, direction, speed, rng, margin=1.5 * height, lane=lane
+    )
     return _agent(kind, path, height, rng, anomalous=np.isfinite(path[:, 0]))
 
 
-def _loiterer(style: Scene, n_frames: int, start: int, height: float, rng: np.random.Generator) -> Agent:
+def _loiterer(
+    style: Scene, n_frames: int, start: int, height: float, rng: np.random.Generator
+) -> Agent:
     """Walks in at normal speed, lingers (slow random steps, stepping in place, waving), then walks on."""
     speed = rng.uniform(*style.speed_px)
     stay = int(rng.uniform(0.3, 0.45) * n_frames)
@@ -281,7 +346,9 @@ def _loiterer(style: Scene, n_frames: int, start: int, height: float, rng: np.ra
     lingering = (t >= start) & (t < start + stay)
     path[lingering] = np.array([target, y]) + wander[: lingering.sum()]
     walk_off = t >= start + stay
-    path[walk_off] = np.stack([target + sign * speed * (t[walk_off] - start - stay), np.full(walk_off.sum(), y)], 1)
+    path[walk_off] = np.stack(
+        [target + sign * speed * (t[walk_off] - start - stay), np.full(walk_off.sum(), y)], 1
+    )
     path[~_in_view(path, style, height)] = np.nan
     # Lingering is not standing still: the figure shifts from foot to foot.
     stepping = np.where(lingering, 0.5 * speed, 0.0)
@@ -326,8 +393,14 @@ def _pt(x: float, y: float) -> tuple[int, int]:
 
 
 def _draw_person(
-    canvas: np.ndarray, drawn: np.ndarray, x: float, y: float, h: float, swing: float,
-    colours: dict[str, tuple[int, int, int]], wave: float | None = None,
+    canvas: np.ndarray,
+    drawn: np.ndarray,
+    x: float,
+    y: float,
+    h: float,
+    swing: float,
+    colours: dict[str, tuple[int, int, int]],
+    wave: float | None = None,
 ) -> None:
     """Legs, arms, a checked torso and a head; `swing` in [-1, 1] sets the gait, `wave` in
     [-1, 1] (if given) the height of raised, waving arms."""
@@ -340,8 +413,11 @@ def _draw_person(
     torso_c, axes = _pt(x, y - 0.65 * h), (max(2, int(0.15 * h)), max(3, int(0.21 * h)))
     shoulder = (x, y - 0.8 * h)
     for side in (-1, 1):
-        hand = _pt(x - side * swing * 0.14 * h, y - 0.48 * h) if wave is None else \
-            _pt(x + side * 0.3 * h, y - (0.95 + 0.2 * side * wave) * h)
+        hand = (
+            _pt(x - side * swing * 0.14 * h, y - 0.48 * h)
+            if wave is None
+            else _pt(x + side * 0.3 * h, y - (0.95 + 0.2 * side * wave) * h)
+        )
         for img, colour in ((canvas, colours["shirt"]), (drawn, 255)):
             cv2.line(img, _pt(*shoulder), hand, colour, max(1, limb - 1))
     torso = np.zeros(drawn.shape, np.uint8)
@@ -356,7 +432,11 @@ def _draw_person(
 
 
 def _fill_checked(
-    canvas: np.ndarray, region: np.ndarray, colour: tuple[int, int, int], origin: tuple[int, int], cell: int
+    canvas: np.ndarray,
+    region: np.ndarray,
+    colour: tuple[int, int, int],
+    origin: tuple[int, int],
+    cell: int,
 ) -> None:
     """Fill `region` with a check pattern of `colour` that moves with `origin` (cloth texture,
     so the inside of a moving figure changes from frame to frame, as real clothes do)."""
@@ -365,7 +445,9 @@ def _fill_checked(
     canvas[ys, xs] = np.asarray(colour, np.float32) * (1.0 - 0.35 * dark[:, None])
 
 
-def _draw_wheels(canvas: np.ndarray, drawn: np.ndarray, x: float, y: float, h: float, phase: float) -> None:
+def _draw_wheels(
+    canvas: np.ndarray, drawn: np.ndarray, x: float, y: float, h: float, phase: float
+) -> None:
     """Two spoked wheels and a frame under a rider."""
     r = max(3, int(0.17 * h))
     centres = [_pt(x - 0.3 * h, y - r), _pt(x + 0.3 * h, y - r)]
@@ -379,7 +461,11 @@ def _draw_wheels(canvas: np.ndarray, drawn: np.ndarray, x: float, y: float, h: f
 
 
 def _draw_cart(
-    canvas: np.ndarray, drawn: np.ndarray, x: float, y: float, h: float,
+    canvas: np.ndarray,
+    drawn: np.ndarray,
+    x: float,
+    y: float,
+    h: float,
     colours: dict[str, tuple[int, int, int]],
 ) -> None:
     """A wide box on wheels: about a person tall and more than twice as wide."""
@@ -388,7 +474,13 @@ def _draw_cart(
     cv2.rectangle(body, _pt(x - w2, top), _pt(x + w2, y - 0.12 * h), 1, -1)
     _fill_checked(canvas, body, colours["shirt"], origin=_pt(x, top), cell=max(3, int(h / 6)))
     drawn |= body * 255
-    cv2.rectangle(canvas, _pt(x - 0.7 * w2, top + 0.12 * h), _pt(x + 0.7 * w2, top + 0.35 * h), (40, 50, 60), -1)
+    cv2.rectangle(
+        canvas,
+        _pt(x - 0.7 * w2, top + 0.12 * h),
+        _pt(x + 0.7 * w2, top + 0.35 * h),
+        (40, 50, 60),
+        -1,
+    )
     r = max(2, int(0.12 * h))
     for cx in (x - 0.6 * w2, x + 0.6 * w2):
         for img, colour in ((canvas, (25, 25, 25)), (drawn, 255)):
