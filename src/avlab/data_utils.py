@@ -92,7 +92,8 @@ def ensure_generated(
     generate: Callable[..., Any],
     params: Mapping[str, Any] | None,
 ) -> None:
-    """Generate a default dataset at `root` if it is missing or was generated with other params.
+    """Generate a default dataset at `root` if it is missing, or was generated with other params
+    or by another version of avlab's generators (SYNTH_VERSION).
 
     A folder without avlab's stamp is a user's real dataset: it is only ever read, never
     written. With `params=None` generation is off and a missing folder is an error.
@@ -108,18 +109,14 @@ def ensure_generated(
                 "Point the data config at the dataset, or enable its `synth` parameters."
             )
         return
-    wanted = _jsonable(params)
-    if (
-        stamp is not None
-        and _stamp_matches(stamp, wanted)
-        and stamp.get("version") == SYNTH_VERSION
-    ):
-        return
     if stamp is not None:
+        same_params = _stamp_matches(stamp, _jsonable(params))
+        if same_params and stamp.get("version") == SYNTH_VERSION:
+            return
         why = (
-            "its parameters changed"
-            if not _stamp_matches(stamp, wanted)
-            else f"it was written by generator version {stamp.get('version', 1)}, now {SYNTH_VERSION}"
+            f"it was written by generator version {stamp.get('version', 1)}, now {SYNTH_VERSION}"
+            if same_params
+            else "its parameters changed"
         )
         log.warning("%s: regenerating %s, %s", root, name, why)
         shutil.rmtree(root)

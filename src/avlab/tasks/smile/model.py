@@ -43,8 +43,9 @@ class SmileEmotionNet(nn.Module):
     The per-frame encoder is any timm model name. The default config uses `resnet10t`;
     `model=smile_mnv3` selects the designed `mobilenetv3_small_100`, which learns this task
     far more slowly from random weights (BENCHMARKS.md) and is the choice when you have its
-    pretrained weights. `channels_last` runs the encoder in NHWC layout, about 1.25x faster
-    for the same numbers on CPU (and the layout tensor cores want with mixed precision).
+    pretrained weights. `channels_last` runs the encoder in NHWC layout: the same numbers, faster
+    on CPU (1.15x for resnet10t at 48 px, 2x for MobileNetV3; BENCHMARKS.md) and the layout
+    tensor cores want with mixed precision.
     """
 
     def __init__(
