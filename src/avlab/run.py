@@ -41,10 +41,39 @@ class StoreConfigInCheckpoint(L.Callback):
         checkpoint[CONFIG_KEY] = self.config
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def apply_thread_policy(threads: int | None) -> int:
+    """Size torch's intra-op and inter-op thread pools once, for every task alike.
+
+    `threads: null` means every core this process may use. Returns the intra-op count in force.
+    The inter-op pool can only be sized before torch first uses it; a later call (a second run
+    in the same process) keeps the pool it has and says so in the debug log.
+    """
+    wanted = available_cores() if threads is None else int(threads)
+    if wanted < 1:
+        raise ValueError(f"threads={threads}: must be a positive number of threads or null")
+    torch.set_num_threads(wanted)
+    if torch.get_num_interop_threads() != wanted:
+        try:
+            torch.set_num_interop_threads(wanted)
+        except RuntimeError as err:
+            log.debug("inter-op threads stay at %d: %s", torch.get_num_interop_threads(), err)
+    log.info("threads: %d intra-op (of %d cores available)", wanted, available_cores())
+    return wanted
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one configured run; returns the metrics written to metrics.json."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    apply_thread_policy(cfg.get("threads"))
     L.seed_everything(cfg.seed, workers=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     _write_run_record(output_dir, cfg)
@@ -328,6 +357,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         _drop_pretrained(run_cfg.model)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_cfg))
 
+    apply_thread_policy(run_cfg.get("threads"))
     L.seed_everything(run_cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(run_cfg.data)
     module = build_module(run_cfg)
