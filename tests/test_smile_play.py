@@ -56,9 +56,15 @@ def test_play_rejects_bad_input_and_foreign_checkpoints(smile_checkpoint, tmp_pa
         read_frames(tmp_path / "empty")
     foreign = tmp_path / "foreign.ckpt"
     torch.save(
-        {"state_dict": {}, "avlab_config": {"model": {"module": {"_target_": "x.Other"}}}}, foreign
+        {
+            "state_dict": {},
+            "avlab_config": {
+                "model": {"module": {"_target_": "avlab.tasks.face_voice.module.FaceVoiceModule"}}
+            },
+        },
+        foreign,
     )
-    with pytest.raises(ValueError, match="not a checkpoint of avlab's smile task"):
+    with pytest.raises(ValueError, match="a checkpoint of avlab.tasks.face_voice"):
         play(PlayArgs(ckpt=str(foreign), input=str(tmp_path / "empty")))
     with pytest.raises(SystemExit, match="missing"):
         main([f"ckpt={smile_checkpoint}"])

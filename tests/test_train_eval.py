@@ -122,8 +122,15 @@ def test_injected_nan_is_skipped_counted_and_never_checkpointed(make_cfg):
 def test_resume_finds_last_checkpoint_and_refuses_a_finished_run(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints/last.ckpt").write_bytes(b"x")
-    assert find_resume_checkpoint(str(run)) == str(run / "checkpoints/last.ckpt")
+    last = run / "checkpoints/last.ckpt"
+    last.write_bytes(b"x")
+    with pytest.raises(ValueError, match="last.ckpt: not a readable checkpoint"):
+        find_resume_checkpoint(str(run))
+    module = "avlab.tasks.smile.module.SmileEmotionModule"
+    torch.save(
+        {"state_dict": {}, "avlab_config": {"model": {"module": {"_target_": module}}}}, last
+    )
+    assert find_resume_checkpoint(str(run), module) == str(last)
     (run / "metrics.json").write_text(json.dumps({"status": "completed"}))
     with pytest.raises(ValueError, match="finished"):
         find_resume_checkpoint(str(run))
@@ -204,11 +211,13 @@ def test_init_from_names_a_missing_path_and_refuses_another_tasks_checkpoint(mak
     torch.save(
         {
             "state_dict": {},
-            "avlab_config": {"model": {"module": {"_target_": "avlab.tasks.vad.module.X"}}},
+            "avlab_config": {
+                "model": {"module": {"_target_": "avlab.tasks.vad.module.AiVadModule"}}
+            },
         },
         other,
     )
-    with pytest.raises(ValueError, match="a checkpoint of avlab.tasks.vad.module.X"):
+    with pytest.raises(ValueError, match="a checkpoint of avlab.tasks.vad.module.AiVadModule"):
         build_module(make_cfg("experiment=smile_finetune", f"model.init_from={other}"))
 
 

@@ -22,10 +22,10 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from avlab.callbacks import TrainingDivergedError
+from avlab.checkpoints import CONFIG_KEY, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEY = "avlab_config"
 METRICS_FILE = "metrics.json"
 
 
@@ -92,7 +92,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(
             module,
             datamodule=datamodule,
-            ckpt_path=find_resume_checkpoint(cfg.get("resume")),
+            ckpt_path=find_resume_checkpoint(cfg.get("resume"), cfg.model.module._target_),
             weights_only=True,
         )
     fit_metrics = _scalars(trainer.callback_metrics)
@@ -143,18 +143,7 @@ def init_from_checkpoint(module: L.LightningModule, path: str, module_target: st
     A module may define `init_from_checkpoint(checkpoint)` to merge rather than copy; otherwise
     matching weights are loaded and the keys only one side has are logged.
     """
-    ckpt_path = Path(path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"model.init_from={path}: no such checkpoint file")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    stored = checkpoint.get(CONFIG_KEY)
-    if stored is None:
-        raise ValueError(f"model.init_from={path}: not an avlab checkpoint (no stored config)")
-    theirs = stored.get("model", {}).get("module", {}).get("_target_")
-    if theirs != module_target:
-        raise ValueError(
-            f"model.init_from={path}: a checkpoint of {theirs}, but this run trains {module_target}"
-        )
+    checkpoint, _ = load_checkpoint(path, "model.init_from", expect_module=module_target)
     if hasattr(module, "init_from_checkpoint"):
         module.init_from_checkpoint(checkpoint)
         return
@@ -220,8 +209,12 @@ def _with_wandb_mode(entry: DictConfig, output_dir: Path) -> DictConfig:
     return entry
 
 
-def find_resume_checkpoint(resume: str | None) -> str | None:
-    """A checkpoint to resume from: a .ckpt file, or a run folder's checkpoints/last.ckpt."""
+def find_resume_checkpoint(resume: str | None, module_target: str | None = None) -> str | None:
+    """A checkpoint to resume from: a .ckpt file, or a run folder's checkpoints/last.ckpt.
+
+    The checkpoint is loaded and validated first (weights only, a trusted config, the same
+    task as `module_target`), so Lightning never resumes from something we would refuse.
+    """
     if not resume:
         return None
     path = Path(resume)
@@ -234,6 +227,7 @@ def find_resume_checkpoint(resume: str | None) -> str | None:
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
         raise FileNotFoundError(f"resume={resume}: no checkpoint at {path}")
+    load_checkpoint(path, "resume", expect_module=module_target)
     return str(path)
 
 
@@ -341,14 +335,7 @@ def train_entry(cfg: DictConfig) -> float | None:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Rebuild a run from the config stored in its checkpoint and test it; returns metrics."""
     ckpt = Path(cfg.ckpt)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt={cfg.ckpt}: no such checkpoint file")
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    if CONFIG_KEY not in checkpoint:
-        raise ValueError(
-            f"{ckpt}: no avlab config stored in this checkpoint (not written by avlab's train.py?)"
-        )
-    run_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    _, run_cfg = load_checkpoint(ckpt, "ckpt")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     _apply_command_line_overrides(run_cfg, cfg)
