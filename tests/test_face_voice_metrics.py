@@ -68,3 +68,13 @@ def test_equal_error_rate_of_overlapping_scores():
     labels = torch.tensor([0, 0, 1, 1, 0, 1])
     eer = float(equal_error_rate(scores, labels))
     assert 0.3 < eer < 0.37  # one of three positives and one of three negatives on the wrong side
+
+
+def test_recall_at_k_counts_ties_against_the_query():
+    """A collapsed model (every embedding the same) must score no better than chance."""
+    ids = torch.arange(10)
+    same = torch.nn.functional.normalize(torch.ones(10, 4), dim=1)
+    recall = recall_at_k(same, same, ids, ids, ks=(1, 5, 10))
+    assert float(recall[1]) == 0.0
+    assert float(recall[5]) == 0.0
+    assert float(recall[10]) == 1.0
