@@ -105,7 +105,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
         test_metrics = _scalars(results[0]) if results else {}
 
-    metrics = {**fit_metrics, **test_metrics}
+    best_val = dict(getattr(trainer.checkpoint_callback, "best_val_metrics", None) or {})
+    if best is None or not best_val:
+        best_val = {k: v for k, v in fit_metrics.items() if k.startswith("val/")}
+    metrics = {**best_val, **test_metrics}
     value = _optimized_value(cfg, trainer, metrics)
     status = "completed" if value is None or math.isfinite(value) else "diverged"
     record = {
@@ -115,6 +118,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "value": value,
         "best_checkpoint": best,
         "metrics": metrics,
+        "last_epoch_metrics": fit_metrics,
     }
     write_metrics(output_dir, record)
     return record
