@@ -250,3 +250,23 @@ def test_overfitting_two_batches_drives_the_loss_down(make_cfg):
     with (Path(cfg.paths.output_dir) / "csv/metrics.csv").open() as handle:
         losses = [float(r["train/loss"]) for r in csv.DictReader(handle) if r.get("train/loss")]
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_eval_deletes_a_key_given_as_tilde_override(tmp_path, data_dir):
+    """`~key` on eval's command line removes the key from the stored config (it used to become null)."""
+    from omegaconf import OmegaConf
+
+    from avlab.run import _apply_command_line_overrides
+
+    eval_cfg = compose_config(
+        "eval",
+        ["ckpt=x.ckpt", "~trainer.gradient_clip_algorithm", "trainer.max_epochs=3"],
+        tmp_path,
+        data_dir,
+    )
+    stored = OmegaConf.create(
+        {"trainer": {"gradient_clip_algorithm": "value", "max_epochs": 1, "devices": 1}}
+    )
+    _apply_command_line_overrides(stored, eval_cfg)
+    assert "gradient_clip_algorithm" not in stored.trainer
+    assert stored.trainer.max_epochs == 3 and stored.trainer.devices == 1

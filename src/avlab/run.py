@@ -17,6 +17,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -371,14 +372,28 @@ def _apply_command_line_overrides(run_cfg: DictConfig, cfg: DictConfig) -> None:
     """Copy the keys the user overrode on eval's command line into the stored run config."""
     if not HydraConfig.initialized():
         return
-    for override in HydraConfig.get().overrides.task:
-        key = override.split("=", 1)[0].lstrip("+~")
+    parsed = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    for override in parsed:
+        key = override.key_or_group
         if key == "ckpt" or key.startswith(("hydra.", "paths.", "logger")):
+            continue
+        if override.is_delete():
+            _delete_key(run_cfg, key)
             continue
         value = OmegaConf.select(cfg, key)
         if OmegaConf.is_config(value):
             value = OmegaConf.to_container(value, resolve=True)
         OmegaConf.update(run_cfg, key, value, merge=False, force_add=True)
+
+
+def _delete_key(cfg: DictConfig, key: str) -> None:
+    """Remove a dotted key (a `~key` override), naming it if the stored config lacks it."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not isinstance(parent, DictConfig) or leaf not in parent:
+        raise KeyError(f"~{key}: the checkpoint's config has no key {key!r} to delete")
+    with open_dict(parent):
+        del parent[leaf]
 
 
 def _drop_pretrained(model_cfg: DictConfig) -> None:
