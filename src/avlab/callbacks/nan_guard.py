@@ -57,7 +57,7 @@ def finite_flag(tensors: Iterable[Tensor]) -> Tensor | None:
         return None
     # The max-abs norm is NaN or inf exactly when some element is, and it cannot overflow.
     flags = [
-        torch.isfinite(torch.stack(torch._foreach_norm(group, math.inf))).all()
+        torch.isfinite(torch.nn.utils.get_total_norm(group, norm_type=math.inf))
         for group in groups.values()
     ]
     device = flags[0].device
