@@ -329,3 +329,11 @@ def test_an_empty_split_names_the_sources(tmp_path):
     dm.setup()
     with pytest.raises(DatasetError, match=r"the val split is empty: .*clips: .*c\)"):
         dm.val_dataloader()
+
+
+def test_fer_csv_with_a_wrong_header_lists_what_it_found(tmp_path):
+    path = _write_fer(
+        tmp_path / "fer2013.csv", [_fer_row(1, "Training")], header="label,pixels,Usage"
+    )
+    with pytest.raises(DatasetError, match=r"fer2013\.csv: missing column\(s\) \['emotion'\]"):
+        read_fer2013_csv(path)
