@@ -78,3 +78,14 @@ def test_recall_at_k_counts_ties_against_the_query():
     assert float(recall[1]) == 0.0
     assert float(recall[5]) == 0.0
     assert float(recall[10]) == 1.0
+
+
+def test_a_collapsed_model_scores_chance_on_every_metric():
+    """All embeddings equal: nothing is learnt, and no metric may say otherwise."""
+    ids = torch.arange(12).repeat_interleave(2)
+    same = torch.nn.functional.normalize(torch.ones(24, 8), dim=1)
+    metrics = cross_modal_metrics(same, same.clone(), ids)
+    assert float(metrics["match_acc"]) == 0.5
+    assert float(metrics["recall_at_1"]) == 0.0 and float(metrics["recall_at_5"]) == 0.0
+    assert float(metrics["auc"]) == pytest.approx(0.5)
+    assert float(metrics["eer"]) == pytest.approx(0.5, abs=0.05)

@@ -57,7 +57,9 @@ def test_run_folder_holds_config_checkpoints_metrics_and_logs(short_run):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["best_checkpoint"].endswith("best.ckpt")
-    assert 0.0 <= saved["metrics"]["test/emotion_acc"] <= 1.0
+    assert saved["metrics"]["test/emotion_acc"] == pytest.approx(
+        record["metrics"]["test/emotion_acc"]
+    )
     assert saved["value"] == pytest.approx(record["value"])
     checkpoint = torch.load(out / "checkpoints/best.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["avlab_config"]["name"] == "smile_pretrain"
