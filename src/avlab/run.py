@@ -109,7 +109,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best_val = dict(getattr(trainer.checkpoint_callback, "best_val_metrics", None) or {})
     if best is None or not best_val:
         best_val = {k: v for k, v in fit_metrics.items() if k.startswith("val/")}
-    metrics = {**best_val, **test_metrics}
+    # val/ from the validation that made the best checkpoint (the one tested); training-side
+    # figures (train/, nan_guard/) as the run ended.
+    ended = {k: v for k, v in fit_metrics.items() if not k.startswith("val/")}
+    metrics = {**ended, **best_val, **test_metrics}
     value = _optimized_value(cfg, trainer, metrics)
     status = "completed" if value is None or math.isfinite(value) else "diverged"
     record = {
