@@ -218,7 +218,7 @@ def test_list_shows_every_run_newest_first_and_broken_ones_as_such(tree, capsys)
     _, failed = _cli(capsys, tree["outputs"], "list", "--status", "failed")
     assert "aivad_scratch" in failed and "smile_pretrain" not in failed
     _, only = _cli(capsys, tree["outputs"], "list", "--experiment", "face_voice")
-    rows = [line for line in only.splitlines() if line.strip().startswith("face_voice")]
+    rows = [line for line in only.splitlines() if line.startswith("  face_voice ")]
     assert len(rows) == 3 and "smile" not in only
 
 
