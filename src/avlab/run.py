@@ -178,7 +178,7 @@ def instantiate_loggers(logger_cfg: DictConfig | None, output_dir: Path) -> list
         if not (isinstance(entry, DictConfig) and "_target_" in entry):
             continue
         if entry._target_.endswith("WandbLogger"):
-            entry = _with_wandb_mode(entry, output_dir)
+            entry = _with_sweep_group(_with_wandb_mode(entry, output_dir))
         log.info("logger %s: %s", name, entry._target_)
         loggers.append(hydra.utils.instantiate(entry))
     return loggers
@@ -210,6 +210,24 @@ def _with_wandb_mode(entry: DictConfig, output_dir: Path) -> DictConfig:
                     "(upload later with `wandb sync`)",
                     output_dir,
                 )
+    return entry
+
+
+def _with_sweep_group(entry: DictConfig) -> DictConfig:
+    """In a multirun, the jobs of one sweep share a W&B group (`<group>-<sweep folder name>`) and
+    carry their overrides as tags and config, so W&B's sweep views line them up."""
+    if not is_multirun():
+        return entry
+    hydra_cfg = HydraConfig.get()
+    sweep, job = Path(hydra_cfg.sweep.dir).name, hydra_cfg.job.get("num")
+    overrides = [str(o) for o in hydra_cfg.overrides.task]
+    entry = entry.copy()
+    with open_dict(entry):
+        entry.group = f"{entry.get('group') or 'sweep'}-{sweep}"
+        entry.name = f"{entry.get('name') or 'job'}-{job}"
+        entry.tags = [*(entry.get("tags") or []), *(o[:64] for o in overrides)]  # W&B: <= 64 chars
+        entry.config = {"sweep": sweep, "job": job, "overrides": overrides}
+        entry._convert_ = "all"
     return entry
 
 
