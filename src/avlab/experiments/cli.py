@@ -261,7 +261,9 @@ def cmd_cleanup(args: argparse.Namespace, outputs: Path, out: Console) -> int:
     runs = find_runs(outputs)
     keep = set()
     if args.keep_best:
-        keep = {id(r) for r in best_runs(runs).values()}
+        # restored copies under archive/ are never deleted, so they do not compete for "best"
+        originals = [r for r in runs if r.rel.split("/")[0] != ARCHIVE_DIR]
+        keep = {id(r) for r in best_runs(originals).values()}
     cutoff = time.time() - args.days_old * 86400 if args.days_old is not None else None
     doomed, kept = [], []
     for run in runs:

@@ -9,7 +9,6 @@ folder: a missing or corrupt file shows up as the run's status and reason.
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -139,7 +138,7 @@ def read_run(path: Path, outputs: Path) -> Run:
     rel = _relative(path, outputs)
     record = _read_record(path / METRICS_FILE)
     config = _load_yaml(path / "config.yaml")
-    raw_metrics = record.get("metrics") or {}
+    raw_metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
     metrics = {
         k: v for k, v in ((k, _as_float(v)) for k, v in raw_metrics.items()) if v is not None
     }
@@ -150,7 +149,9 @@ def read_run(path: Path, outputs: Path) -> Run:
     return Run(
         path=path,
         rel=rel,
-        experiment=str(config.get("name") or rel.split("/")[0]),
+        # eval.py copies the checkpoint's config: its runs are marked, not mistaken for training
+        experiment=str(config.get("name") or rel.split("/")[0])
+        + (" (eval)" if record.get("checkpoint") else ""),
         task=_task(config),
         status=str(record["status"]),
         reason=reason,
@@ -296,11 +297,8 @@ def _last_activity(path: Path) -> float:
 
 def _best_checkpoint(path: Path, record: dict[str, Any]) -> Path | None:
     """The run's best checkpoint inside its folder (metrics.json may name an old absolute path)."""
-    try:
-        named = json.loads((path / METRICS_FILE).read_text()).get("best_checkpoint")
-    except (OSError, ValueError, AttributeError):
-        named = None
-    if named:
+    named = record.get("best_checkpoint")
+    if isinstance(named, str) and named:
         candidate = path / "checkpoints" / Path(named).name
         if candidate.is_file():
             return candidate
