@@ -175,6 +175,8 @@ def build_tree(tmp_path: Path) -> dict[str, Path]:
     )
     # a link inside a run that cleanup deletes: the link goes, what it points to stays
     (runs["smile_missing"] / "shared_checkpoints").symlink_to(outside / "checkpoints")
+    for path in (runs["smile_missing"] / "shared_checkpoints", runs["smile_missing"]):
+        os.utime(path, (OLD.timestamp(),) * 2, follow_symlinks=False)
     (out / "linked").mkdir()
     (out / "linked" / "precious").symlink_to(outside, target_is_directory=True)
     os.utime(out / "linked" / "precious", (OLD.timestamp(),) * 2, follow_symlinks=False)
