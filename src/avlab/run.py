@@ -121,6 +121,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "last_epoch_metrics": fit_metrics,
     }
     write_metrics(output_dir, record)
+    finish_wandb_run()
     return record
 
 
@@ -229,6 +230,14 @@ def _with_sweep_group(entry: DictConfig) -> DictConfig:
         entry.config = {"sweep": sweep, "job": job, "overrides": overrides}
         entry._convert_ = "all"
     return entry
+
+
+def finish_wandb_run(exit_code: int = 0) -> None:
+    """End the process's W&B run, if any: the next job of a multirun (same process) would
+    otherwise log into it, as WandbLogger reuses a run in progress."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=exit_code)
 
 
 def find_resume_checkpoint(resume: str | None, module_target: str | None = None) -> str | None:
@@ -348,6 +357,7 @@ def train_entry(cfg: DictConfig) -> float | None:
                 "traceback": traceback.format_exc(),
             },
         )
+        finish_wandb_run(exit_code=1)
         if not is_multirun():
             raise
         log.error("job %s %s (%s); the sweep goes on", output_dir, status, err)
@@ -382,6 +392,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     record = {"status": "completed", "checkpoint": str(ckpt), "metrics": _scalars(results[0])}
     write_metrics(output_dir, record)
+    finish_wandb_run()
     return record
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import sys
 import time
@@ -46,7 +47,9 @@ KEY_TEST_METRICS = 3
 
 
 def default_outputs() -> Path:
-    """outputs/ of the repository this package lives in (else of the current folder)."""
+    """outputs/ of $AVLAB_ROOT, else of the repository this package lives in, else of here."""
+    if os.environ.get("AVLAB_ROOT"):
+        return Path(os.environ["AVLAB_ROOT"]) / "outputs"
     repo = Path(__file__).resolve().parents[3]
     return repo / "outputs" if (repo / "conf").is_dir() else Path("outputs")
 
