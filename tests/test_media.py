@@ -81,4 +81,5 @@ def test_wandb_offline_multirun_holds_the_pictures_and_the_sweep_group(tmp_path,
         [log_file] = list(run_dir.glob("*.wandb"))
         record = log_file.read_bytes()
         assert b"smile_pretrain-sweep_2026" in record  # the shared group
-        assert f"optim.lr={'1e-3' if job == '0' else '2e-3'}".encode() in record  # a tag
+        assert f"optim.lr={'0.001' if job == '0' else '0.002'}".encode() in record  # its tag
+        assert len(images) == 2  # its own pictures only: job 1 did not log into job 0's run

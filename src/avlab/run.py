@@ -226,7 +226,8 @@ def _with_sweep_group(entry: DictConfig) -> DictConfig:
     with open_dict(entry):
         entry.group = f"{entry.get('group') or 'sweep'}-{sweep}"
         entry.name = f"{entry.get('name') or 'job'}-{job}"
-        entry.tags = [*(entry.get("tags") or []), *(o[:64] for o in overrides)]  # W&B: <= 64 chars
+        tags = [o[:64] for o in overrides if not o.startswith(("paths.", "logger", "hydra."))]
+        entry.tags = [*(entry.get("tags") or []), *tags]  # W&B allows 64 characters a tag
         entry.config = {"sweep": sweep, "job": job, "overrides": overrides}
         entry._convert_ = "all"
     return entry

@@ -96,6 +96,7 @@ def _manifest(run: Run, name: str, files: list[Path], best_only: bool) -> dict[s
         "value": run.value,
         "metrics": run.metrics,
         "command": info.get("command"),
+        "overrides": run.overrides,  # a multirun job's own parameters (command is the sweep's)
         "cwd": info.get("cwd"),
         "git_commit": info.get("git_commit"),
         "git_diff_present": bool(info.get("git_diff")),

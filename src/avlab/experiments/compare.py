@@ -10,6 +10,8 @@ from pathlib import Path
 
 from avlab.experiments.runs import Run, metric_direction
 
+PANELS_PER_TASK = 6
+
 
 @dataclass
 class Best:
@@ -135,13 +137,20 @@ def _markdown(groups: dict[str, list[Run]], metrics: dict[str, list[str]], best:
 def _bar_chart(
     path: Path, groups: dict[str, list[Run]], metrics: dict[str, list[str]], best: list[Best]
 ) -> None:
-    """One horizontal bar panel per (task, metric), the best run's bar highlighted; max 12."""
+    """One horizontal bar panel per (task, metric), the best run's bar highlighted: per task the
+    first PANELS_PER_TASK metrics whose direction is known (all metrics if none is)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(task, name) for task in groups for name in metrics[task]][:12]
+    panels = [
+        (task, name)
+        for task in groups
+        for name in ([m for m in metrics[task] if metric_direction(m)] or metrics[task])[
+            :PANELS_PER_TASK
+        ]
+    ]
     cols = min(3, max(1, len(panels)))
     rows = max(1, math.ceil(len(panels) / cols))
     height = max(2.0, 0.35 * max((len(r) for r in groups.values()), default=1) + 1.2)
@@ -152,7 +161,8 @@ def _bar_chart(
         values = [metric_value(r, name) for r in runs]
         values = [v if math.isfinite(v) else 0.0 for v in values]
         colours = ["tab:orange" if r is winners.get((task, name)) else "tab:blue" for r in runs]
-        ax.barh([run_label(r) for r in runs], values, color=colours)
+        bars = ax.barh([run_label(r) for r in runs], values, color=colours)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
         direction = metric_direction(name)
         hint = {"max": " (higher better)", "min": " (lower better)"}.get(direction, " (?)")
         ax.set_title(f"{task}: {name}{hint}", fontsize=9)
