@@ -9,11 +9,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from avlab.media import confusion_matrix_figure, log_figure, roc_figure
+from avlab.audio.io import read_wav
+from avlab.media import confusion_matrix_figure, log_audio, log_figure, roc_figure
 from tests.conftest import REPO
 
 
@@ -48,6 +50,19 @@ def test_log_figure_survives_a_logger_that_fails(tmp_path, caplog):
     module = _module(tmp_path, [Broken()])
     path = log_figure(module, "test/smile_roc", roc_figure([0, 0.5, 1], [0, 0.9, 1], 0.9, "roc"))
     assert path.is_file() and "network down" in caplog.text
+
+
+def test_log_audio_writes_a_wav_the_reader_reads_and_sends_it_to_tensorboard(tmp_path):
+    tensorboard = TensorBoardLogger(tmp_path, name="tb", version="")
+    tone = np.sin(2 * np.pi * 440 * np.arange(1600) / 16000).astype(np.float32) * 0.5
+    path = log_audio(_module(tmp_path, [tensorboard]), "test/sample_0", tone, 16000)
+    tensorboard.experiment.flush()
+
+    audio, rate = read_wav(path)
+    assert rate == 16000 and len(audio) == 1600
+    assert np.abs(audio - tone).max() < 1e-3
+    [clip] = EventAccumulator(str(tmp_path / "tb")).Reload().Audio("test/sample_0")
+    assert clip.sample_rate == 16000 and clip.step == 7
 
 
 @pytest.mark.slow

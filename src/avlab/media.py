@@ -3,6 +3,7 @@
 `log_figure(module, "test/confusion_matrix", fig)` writes `<run folder>/media/test_confusion_matrix.png`
 and shows the same picture under that key in TensorBoard (Images tab) and W&B (media panel).
 Loggers without pictures (CSV) get nothing; the PNG in the run folder is always there.
+`log_audio` does the same for a waveform (`media/<key>.wav`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,37 @@ def log_figure(
             _send(logger, key, fig, path, step)
     finally:
         plt.close(fig)
+    return path
+
+
+def log_audio(
+    module: Any, key: str, audio: Any, sample_rate: int, step: int | None = None
+) -> Path | None:
+    """Save a mono waveform as `<run folder>/media/<key>.wav` and send it to TensorBoard and W&B."""
+    from avlab.audio.io import write_wav
+
+    trainer = getattr(module, "_trainer", None)
+    if trainer is not None and not trainer.is_global_zero:
+        return None
+    wave = _numpy(audio).reshape(-1)
+    path = media_path(module, key)
+    if path is not None:
+        path = path.with_suffix(".wav")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(path, wave, sample_rate)
+    step = trainer.global_step if step is None and trainer is not None else (step or 0)
+    for logger in trainer.loggers if trainer is not None else []:
+        kind = type(logger).__name__
+        try:
+            if kind == "TensorBoardLogger":
+                logger.experiment.add_audio(key, wave[None], step, sample_rate=sample_rate)
+            elif kind == "WandbLogger":
+                import wandb
+
+                clip = wandb.Audio(str(path) if path else wave, sample_rate=sample_rate)
+                logger.experiment.log({key: clip, "trainer/global_step": step})
+        except Exception as err:  # a dashboard hiccup must not end a training run
+            log.warning("could not send %s to %s: %s", key, kind, err)
     return path
 
 
