@@ -14,6 +14,7 @@ from pathlib import Path
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from avlab.experiments.archive import archive_run, restore_archive
 from avlab.experiments.compare import (
@@ -56,9 +57,10 @@ def default_outputs() -> Path:
 
 def console() -> Console:
     """A console as wide as the terminal; into a pipe or a file, rows stay whole (no folding)."""
+    # markup off: run paths, reasons and overrides such as logger=[csv,wandb] print as written
     if sys.stdout.isatty():
-        return Console(highlight=False)
-    return Console(width=400, highlight=False, no_color=True)
+        return Console(highlight=False, markup=False)
+    return Console(width=400, highlight=False, no_color=True, markup=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, outputs, out)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
-        out.print(f"[red]error:[/red] {err}")
+        out.print(f"error: {err}")
         return 2
 
 
@@ -179,7 +181,7 @@ def cmd_compare(args: argparse.Namespace, outputs: Path, out: Console) -> int:
         winners = {(b.metric, id(b.run)) for b in best if b.task == task and b.run}
         for run in group:
             cells = [
-                ("[bold green]" + fmt(v) + "[/]") if (m, id(run)) in winners else fmt(v)
+                Text(fmt(v), style="bold green") if (m, id(run)) in winners else fmt(v)
                 for m in metrics[task]
                 for v in [metric_value(run, m)]
             ]
@@ -259,7 +261,7 @@ def _runs_from_jobs_csv(sweep: Path, outputs: Path) -> list[Run]:
 
 def cmd_cleanup(args: argparse.Namespace, outputs: Path, out: Console) -> int:
     if args.days_old is None and not args.pattern:
-        out.print("[red]error:[/red] say what to delete: --days-old N and/or --pattern GLOB")
+        out.print("error: say what to delete: --days-old N and/or --pattern GLOB")
         return 2
     runs = find_runs(outputs)
     keep = set()
