@@ -125,6 +125,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "last_epoch_metrics": fit_metrics,
     }
     write_metrics(output_dir, record)
+    finish_wandb_run()
     return record
 
 
@@ -182,7 +183,7 @@ def instantiate_loggers(logger_cfg: DictConfig | None, output_dir: Path) -> list
         if not (isinstance(entry, DictConfig) and "_target_" in entry):
             continue
         if entry._target_.endswith("WandbLogger"):
-            entry = _with_wandb_mode(entry, output_dir)
+            entry = _with_sweep_group(_with_wandb_mode(entry, output_dir))
         log.info("logger %s: %s", name, entry._target_)
         loggers.append(hydra.utils.instantiate(entry))
     return loggers
@@ -215,6 +216,33 @@ def _with_wandb_mode(entry: DictConfig, output_dir: Path) -> DictConfig:
                     output_dir,
                 )
     return entry
+
+
+def _with_sweep_group(entry: DictConfig) -> DictConfig:
+    """In a multirun, the jobs of one sweep share a W&B group (`<group>-<sweep folder name>`) and
+    carry their overrides as tags and config, so W&B's sweep views line them up."""
+    if not is_multirun():
+        return entry
+    hydra_cfg = HydraConfig.get()
+    sweep, job = Path(hydra_cfg.sweep.dir).name, hydra_cfg.job.get("num")
+    overrides = [str(o) for o in hydra_cfg.overrides.task]
+    entry = entry.copy()
+    with open_dict(entry):
+        entry.group = f"{entry.get('group') or 'sweep'}-{sweep}"
+        entry.name = f"{entry.get('name') or 'job'}-{job}"
+        tags = [o[:64] for o in overrides if not o.startswith(("paths.", "logger", "hydra."))]
+        entry.tags = [*(entry.get("tags") or []), *tags]  # W&B allows 64 characters a tag
+        entry.config = {"sweep": sweep, "job": job, "overrides": overrides}
+        entry._convert_ = "all"
+    return entry
+
+
+def finish_wandb_run(exit_code: int = 0) -> None:
+    """End the process's W&B run, if any: the next job of a multirun (same process) would
+    otherwise log into it, as WandbLogger reuses a run in progress."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=exit_code)
 
 
 def find_resume_checkpoint(resume: str | None, module_target: str | None = None) -> str | None:
@@ -334,6 +362,7 @@ def train_entry(cfg: DictConfig) -> float | None:
                 "traceback": traceback.format_exc(),
             },
         )
+        finish_wandb_run(exit_code=1)
         if not is_multirun():
             raise
         log.error("job %s %s (%s); the sweep goes on", output_dir, status, err)
@@ -368,6 +397,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     record = {"status": "completed", "checkpoint": str(ckpt), "metrics": _scalars(results[0])}
     write_metrics(output_dir, record)
+    finish_wandb_run()
     return record
 
 

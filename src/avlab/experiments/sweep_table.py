@@ -74,7 +74,7 @@ def _read_record(path: Path) -> dict[str, Any]:
         }
     try:
         record = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         return {
             "status": "unreadable",
             "reason": f"{path}: {err}",
@@ -82,9 +82,16 @@ def _read_record(path: Path) -> dict[str, Any]:
             "value": None,
             "metrics": {},
         }
-    return {key: record.get(key) for key in ("status", "reason", "optimized_metric", "value")} | {
-        "metrics": record.get("metrics") or {}
-    }
+    if not isinstance(record, dict):
+        return {
+            "status": "unreadable",
+            "reason": f"{path}: not a JSON object",
+            "optimized_metric": None,
+            "value": None,
+            "metrics": {},
+        }
+    keys = ("status", "reason", "optimized_metric", "value", "best_checkpoint", "checkpoint")
+    return {key: record.get(key) for key in keys} | {"metrics": record.get("metrics") or {}}
 
 
 def _job_sort_key(job: str) -> tuple:

@@ -7,8 +7,10 @@ from typing import Any
 
 import lightning as L
 import torch
+from torchmetrics.functional.classification import binary_roc
 
 from avlab.losses import SymmetricInfoNCE
+from avlab.media import log_figure, roc_figure, similarity_matrix_figure
 from avlab.optim import configure_optimizers, decay_groups
 from avlab.tasks.face_voice.metrics import cross_modal_metrics
 from avlab.tasks.face_voice.model import FaceVoiceNet, FaceVoiceOutput
@@ -21,7 +23,8 @@ class FaceVoiceModule(L.LightningModule):
     nothing, ln(batch size) for a batch of distinct people) and `train/temperature`. Over each
     val/test epoch (unseen identities): `match_acc` (1:2 matching, mean of `match_acc_v2f` and
     `match_acc_f2v`, chance 0.5), `recall_at_1`, `recall_at_5` (voice -> face, identity
-    gallery), verification `eer` and `auc`.
+    gallery), verification `eer` and `auc`. After testing, the voice x face similarity matrix
+    and the verification ROC go to the run folder's media/ and to the loggers.
     """
 
     def __init__(
@@ -101,6 +104,22 @@ class FaceVoiceModule(L.LightningModule):
         metrics = cross_modal_metrics(face.float(), voice.float(), ids)
         # Every rank computed these from the same gathered embeddings: no sync needed.
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage == "val")
+        if stage == "test":
+            self._log_pictures(face.float(), voice.float(), ids, float(metrics["auc"]))
+
+    def _log_pictures(
+        self, face: torch.Tensor, voice: torch.Tensor, ids: torch.Tensor, auc: float
+    ) -> None:
+        """Similarity matrix (people sorted, so matches form a bright diagonal) and the ROC of
+        same-person vs other-person pairs."""
+        scores = voice @ face.T
+        fig = similarity_matrix_figure(scores, ids, "voice x face similarity (test)")
+        log_figure(self, "test/similarity_matrix", fig)
+        same = (ids[:, None] == ids[None, :]).long()
+        fpr, tpr, _ = binary_roc(scores.flatten(), same.flatten())
+        log_figure(
+            self, "test/verification_roc", roc_figure(fpr, tpr, auc, "verification ROC (test)")
+        )
 
     def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """The tensor from every rank, concatenated (itself when training on one device)."""

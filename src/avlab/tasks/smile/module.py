@@ -9,11 +9,18 @@ import lightning as L
 import torch
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MetricCollection
-from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import (
+    BinaryAUROC,
+    BinaryROC,
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
 from avlab.losses import MaskedMultiTaskLoss
+from avlab.media import confusion_matrix_figure, log_figure, roc_figure
 from avlab.optim import configure_optimizers
-from avlab.tasks.smile.model import NUM_EMOTIONS, SmileEmotionNet, SmileOutput
+from avlab.tasks.smile.model import EMOTIONS, NUM_EMOTIONS, SmileEmotionNet, SmileOutput
 
 
 class HeadMetrics(nn.Module):
@@ -57,7 +64,8 @@ class SmileEmotionModule(L.LightningModule):
 
     Metrics (val/ and test/): smile_mae and smile_auroc (label > 0.5) on smile-labelled
     samples, emotion_acc and macro emotion_f1 on emotion-labelled samples; with several
-    sources, test metrics are also reported per source (test/<source>/...).
+    sources, test metrics are also reported per source (test/<source>/...). After testing, the
+    emotion confusion matrix and the smile ROC go to the run folder's media/ and to the loggers.
     """
 
     def __init__(
@@ -78,6 +86,14 @@ class SmileEmotionModule(L.LightningModule):
         # Per-source test metrics (test/<source>/...), made in setup once the sources are known.
         self.source_metrics = nn.ModuleDict()
         self.source_names: list[str] = []
+        # Test-set pictures; metric states are not saved in checkpoints.
+        self.test_pictures = nn.ModuleDict(
+            {
+                "confusion": MulticlassConfusionMatrix(NUM_EMOTIONS),
+                "roc": BinaryROC(),
+                "auroc": BinaryAUROC(),
+            }
+        )
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
@@ -128,9 +144,37 @@ class SmileEmotionModule(L.LightningModule):
         everything = torch.ones_like(batch["smile_mask"])
         self.metrics[stage].update(out, batch, everything)
         if stage == "test":
+            self._update_pictures(out, batch)
             for index, name in enumerate(self.source_names):
                 if name in self.source_metrics:
                     self.source_metrics[name].update(out, batch, batch["source"] == index)
+
+    def _update_pictures(self, out: SmileOutput, batch: dict[str, torch.Tensor]) -> None:
+        """Collect the test predictions behind the confusion matrix and the ROC curve."""
+        if batch["emotion_mask"].any():
+            mask = batch["emotion_mask"]
+            self.test_pictures["confusion"].update(out.emotion_logits[mask], batch["emotion"][mask])
+        if batch["smile_mask"].any():
+            mask = batch["smile_mask"]
+            labels = (batch["smile"][mask] > 0.5).long()
+            self.test_pictures["roc"].update(out.smile_intensity[mask], labels)
+            self.test_pictures["auroc"].update(out.smile_intensity[mask], labels)
+
+    def _log_pictures(self) -> None:
+        """The emotion confusion matrix and the smile ROC, to the run folder and the loggers."""
+        pictures = self.test_pictures
+        if pictures["confusion"].update_count:
+            matrix = pictures["confusion"].compute()
+            fig = confusion_matrix_figure(matrix, EMOTIONS, "emotion confusion (test)")
+            log_figure(self, "test/emotion_confusion_matrix", fig)
+        if pictures["roc"].update_count:
+            labels = torch.cat(pictures["roc"].target)
+            if 0 < int(labels.sum()) < len(labels):  # a ROC needs both classes
+                fpr, tpr, _ = pictures["roc"].compute()
+                auc = float(pictures["auroc"].compute())
+                log_figure(self, "test/smile_roc", roc_figure(fpr, tpr, auc, "smile ROC (test)"))
+        for metric in pictures.values():
+            metric.reset()
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.metrics["val"].compute_and_reset("val"), prog_bar=True)
@@ -140,6 +184,7 @@ class SmileEmotionModule(L.LightningModule):
         for name, metrics in self.source_metrics.items():
             values.update(metrics.compute_and_reset(f"test/{name}"))
         self.log_dict(values)
+        self._log_pictures()
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_optimizers(

@@ -98,6 +98,14 @@ def frame_metrics(
 
 def plot_video_scores(path: Path, name: str, video: VideoScores, sigma: float) -> None:
     """PNG of one video's raw and smoothed frame scores, ground-truth anomalous frames shaded."""
+    fig = video_scores_figure(name, video, sigma)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def video_scores_figure(name: str, video: VideoScores, sigma: float):
+    """One video's raw and smoothed frame scores, ground-truth anomalous frames shaded."""
     fig, ax = plt.subplots(figsize=(8, 2.6))
     for start, stop in _runs(video.labels):
         ax.axvspan(
@@ -123,9 +131,7 @@ def plot_video_scores(path: Path, name: str, video: VideoScores, sigma: float) -
     )
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return fig
 
 
 def _runs(labels: torch.Tensor) -> list[tuple[int, int]]:

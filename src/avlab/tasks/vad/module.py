@@ -8,7 +8,7 @@ sanity validation, no NaN/gradient callbacks, `optim=none`.
 Test metrics (frame level, over all test frames): `test/frame_auroc`, `test/frame_aupr` on
 scores smoothed over time with a Gaussian of `sigma` frames, the same unsmoothed as
 `test/frame_auroc_raw` / `test/frame_aupr_raw`, and per stream `test/frame_auroc_<stream>`.
-Per-video score plots go to `<run folder>/plots/`.
+Per-video score plots go to `<run folder>/plots/` and to the loggers (`test/scores/<video>`).
 
 Checkpoints hold the extractors' weights (except those read from a cache file: RAFT, Mask R-CNN,
 Keypoint R-CNN, CLIP) and everything a later merge needs: kNN banks with their per-video group
@@ -29,11 +29,12 @@ import torch
 from anomalib.data import VideoBatch
 from anomalib.models.video.ai_vad.features import FeatureType
 
+from avlab.media import log_figure
 from avlab.tasks.vad.metrics import (
     FrameScoreCollector,
     VideoScores,
     frame_metrics,
-    plot_video_scores,
+    video_scores_figure,
 )
 from avlab.tasks.vad.model import AiVadNet
 
@@ -162,11 +163,13 @@ class AiVadModule(L.LightningModule):
         return metrics
 
     def _write_plots(self, videos: Mapping) -> None:
-        """One PNG per test video (up to `max_plots`) under <run folder>/plots/."""
+        """One PNG per test video (up to `max_plots`) under <run folder>/plots/, also sent to
+        the loggers as `test/scores/<video>`."""
         folder = Path(self.trainer.default_root_dir) / "plots"
         for video, scores in list(videos.items())[: self.max_plots]:
             name = Path(video).name
-            plot_video_scores(folder / f"{name}.png", name, scores, self.sigma)
+            fig = video_scores_figure(name, scores, self.sigma)
+            log_figure(self, f"test/scores/{name}", fig, path=folder / f"{name}.png")
         log.info("score plots of %d test videos in %s", min(len(videos), self.max_plots), folder)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
