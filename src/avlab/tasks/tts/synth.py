@@ -100,6 +100,7 @@ PLACES = ["house", "garden", "river", "city", "road", "table", "window", "door",
 PREPOSITIONS = ["near", "behind", "under", "over", "beside", "inside"]
 ADVERBS = ["slowly", "quickly", "quietly", "early", "today", "again"]
 SPEECH_WORDS = ["yes", "no", "stop", "wait", "hello", "thanks"]
+IRREGULAR_PLURALS = {"man": "men", "woman": "women", "child": "children", "city": "cities"}
 NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
 
 
@@ -124,7 +125,8 @@ def make_sentence(rng: np.random.Generator) -> tuple[str, str]:
         text = f"Did the {adj} {noun} {adverb} see the {noun2}?"
     elif kind == 4:
         count = int(rng.integers(2, 9))
-        raw = f"The {noun} {verb} {count} {adj} {noun2}s {adverb}."
+        plural = IRREGULAR_PLURALS.get(noun2, f"{noun2}s")
+        raw = f"The {noun} {verb} {count} {adj} {plural} {adverb}."
         return raw, raw.replace(str(count), NUMBERS[count])
     else:
         text = f'The {noun} said "{_pick(rng, SPEECH_WORDS)}" to the {noun2}.'
