@@ -58,6 +58,18 @@ def _diagonality(attention, text_lengths, step_lengths) -> float:
     return hits / total
 
 
+def _teacher_forced(module, batch):
+    """Attention (B, S, N), decoder steps per utterance and focus rate of one eval-mode pass."""
+    module.net.eval()
+    prep = module._prepare(batch)
+    with torch.no_grad():
+        out = module.net(batch["text"], batch["text_lengths"], prep["mel"], batch["mel_lengths"])
+    module.net.train()
+    steps = (batch["mel_lengths"] + module.net.reduction - 1) // module.net.reduction
+    focus = float(out.attention.max(-1).values[prep["stop_mask"]].mean())
+    return out.attention, steps, focus
+
+
 def test_overfitting_two_batches_lowers_mel_loss_and_aligns_attention(data_dir):
     torch.manual_seed(0)
     dm = TTSDataModule(
@@ -66,7 +78,7 @@ def test_overfitting_two_batches_lowers_mel_loss_and_aligns_attention(data_dir):
     dm.prepare_data()
     dm.setup()
     train = dm.splits["train"]
-    batches = [collate([train[i] for i in range(k, k + 8)]) for k in (0, 8)]
+    batches = [collate([train[i] for i in range(k, k + 4)]) for k in (0, 4)]
     net = TTSNet(
         dim=64, text_dilations=[1, 3, 9], audio_dilations=[1, 3, 9], decoder_dilations=[1, 3]
     )
@@ -75,9 +87,10 @@ def test_overfitting_two_batches_lowers_mel_loss_and_aligns_attention(data_dir):
     module.mel_mean.copy_(mean)
     module.mel_std.copy_(std)
     net.position_rate.fill_(dm.symbols_per_frame() * net.reduction)
+    _, _, focus_before = _teacher_forced(module, batches[0])
     opt = torch.optim.AdamW(module.parameters(), lr=3e-3)
-    first = last = None
-    for step in range(160):
+    mel_losses = []
+    for step in range(100):
         batch = batches[step % 2]
         prep = module._prepare(batch)
         out = net(batch["text"], batch["text_lengths"], prep["mel"], batch["mel_lengths"])
@@ -93,15 +106,10 @@ def test_overfitting_two_batches_lowers_mel_loss_and_aligns_attention(data_dir):
         opt.zero_grad()
         losses["loss"].backward()
         opt.step()
-        first = float(losses["mel"].detach()) if first is None else first
-        last = float(losses["mel"].detach())
-    assert last < 0.5 * first
-    net.eval()
-    batch = batches[0]
-    prep = module._prepare(batch)
-    with torch.no_grad():
-        out = net(batch["text"], batch["text_lengths"], prep["mel"], batch["mel_lengths"])
-    steps = (batch["mel_lengths"] + net.reduction - 1) // net.reduction
-    assert _diagonality(out.attention, batch["text_lengths"], steps) > 0.8
-    focus = out.attention.max(-1).values[prep["stop_mask"]].mean()
-    assert focus > 0.5
+        mel_losses.append(float(losses["mel"].detach()))
+    assert mel_losses[-1] < 0.6 * mel_losses[0]
+    attention, steps, focus = _teacher_forced(module, batches[0])
+    # Before training the attention is spread (focus ~0.1); after, each step attends one
+    # symbol, and that symbol lies on the text/time diagonal.
+    assert focus_before < 0.3 and focus > 0.7
+    assert _diagonality(attention, batches[0]["text_lengths"], steps) > 0.9
