@@ -81,6 +81,29 @@ def conv_stack(channels: int, dilations: list[int], causal: bool, dropout: float
     return nn.Sequential(*(ResidualConv(channels, 3, d, causal, dropout) for d in dilations))
 
 
+class IncrementalCausalStack:
+    """Runs a causal `conv_stack` one step at a time, keeping each layer's past inputs, so
+    synthesis costs one step of work per step instead of re-running the whole prefix.
+    Gives the same outputs as the stack over the full sequence (in eval mode)."""
+
+    def __init__(self, stack: nn.Sequential) -> None:
+        self.stack = stack
+        self.inputs: list[list[Tensor]] = [[] for _ in stack]
+
+    def step(self, x: Tensor) -> Tensor:
+        """(B, C) input of the next step -> (B, C) output of the stack at that step."""
+        for layer, past in zip(self.stack, self.inputs, strict=True):
+            past.append(x)
+            now, dilation = len(past) - 1, layer.conv1.dilation[0]
+            taps = [
+                past[now - k * dilation] if now - k * dilation >= 0 else torch.zeros_like(x)
+                for k in range(layer.conv1.kernel_size[0] - 1, -1, -1)
+            ]
+            h = F.conv1d(torch.stack(taps, -1), layer.conv1.weight, layer.conv1.bias)
+            x = x + layer.conv2(F.relu(h))[..., 0]
+        return x
+
+
 class TextEncoder(nn.Module):
     """Symbols -> keys and values for the attention."""
 
@@ -201,6 +224,19 @@ class TTSNet(nn.Module):
         window: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Attention and decoder over S steps of queries: (frames (B, S*r, M), stop (B, S), attn)."""
+        attention, x = self._attend(queries, keys, values, text_keep, z, window)
+        return (*self._heads(self.decoder(x), attention, text_keep), attention)
+
+    def _attend(
+        self,
+        queries: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        text_keep: Tensor,
+        z: Tensor,
+        window: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        """Attention (B, S, N) and the decoder's input (B, dim, S)."""
         energies = queries @ keys.transpose(1, 2) / math.sqrt(self.dim)
         keep = text_keep[:, None, :] if window is None else text_keep[:, None, :] & window
         attention = torch.softmax(masked_energies(energies, keep), dim=-1)
@@ -208,7 +244,10 @@ class TTSNet(nn.Module):
         x = self.decoder_in(torch.cat([context, queries], -1).transpose(1, 2))
         if self.latent_proj is not None:
             x = x + self.latent_proj(z)[:, :, None]
-        h = self.decoder(x)
+        return attention, x
+
+    def _heads(self, h: Tensor, attention: Tensor, text_keep: Tensor) -> tuple[Tensor, Tensor]:
+        """Decoder states (B, dim, S) -> r mel frames per step (B, S*r, M) and stop logits (B, S)."""
         frames = self.mel_out(h).transpose(1, 2)  # (B, S, r*M)
         frames = frames.reshape(frames.shape[0], -1, self.n_mels)
         lengths = text_keep.sum(-1, keepdim=True)  # (B, 1)
@@ -216,7 +255,7 @@ class TTSNet(nn.Module):
         position = position / (lengths - 1).clamp_min(1)
         on_eos = attention.gather(-1, (lengths - 1)[:, None, :].expand(-1, attention.shape[1], 1))
         where = torch.stack([position, on_eos[..., 0]], 1)  # (B, 2, S)
-        return frames, self.stop_out(torch.cat([h, where], 1))[:, 0], attention
+        return frames, self.stop_out(torch.cat([h, where], 1))[:, 0]
 
     def encode_queries(self, previous: Tensor) -> Tensor:
         """Queries from the previous frames (B, S, M), causally."""
@@ -266,29 +305,29 @@ class TTSNet(nn.Module):
         z, _, _ = self.latent(None, None, batch)
         positions = torch.arange(n_text, device=text.device)
         peak = torch.zeros(batch, dtype=torch.long, device=text.device)
-        previous = torch.zeros(batch, 1, self.n_mels, device=text.device)
-        frames_out, attentions, windows = [], [], []
+        previous = torch.zeros(batch, self.n_mels, device=text.device)
+        encoder = IncrementalCausalStack(self.audio_encoder)
+        decoder = IncrementalCausalStack(self.decoder)
+        frames_out, attentions = [], []
         stopped_at = torch.full((batch,), -1, dtype=torch.long, device=text.device)
         for step in range(max_steps):
-            queries = self.encode_queries(previous)
-            windows.append(
-                (positions[None] >= peak[:, None] - window[0])
-                & (positions[None] <= peak[:, None] + window[1])
+            query = encoder.step(self.prenet(previous))
+            query = query + sinusoid(step * self.position_rate, query.shape[-1])
+            near = (positions[None] >= peak[:, None] - window[0]) & (
+                positions[None] <= peak[:, None] + window[1]
             )
-            # The decoder is causal: it runs over every step so far (each with its own
-            # attention window) and the last step is kept.
-            frames, stop, attention = self.step_outputs(
-                queries, keys, values, text_keep, z, window=torch.stack(windows, 1)
+            attention, x = self._attend(
+                query[:, None], keys, values, text_keep, z, window=near[:, None]
             )
-            last = frames[:, -self.reduction :]
+            last, stop = self._heads(decoder.step(x[..., 0])[..., None], attention, text_keep)
             frames_out.append(last)
-            attentions.append(attention[:, -1])
-            peak = attention[:, -1].argmax(-1)
-            done = (torch.sigmoid(stop[:, -1]) > stop_threshold) & (stopped_at < 0)
+            attentions.append(attention[:, 0])
+            peak = attention[:, 0].argmax(-1)
+            done = (torch.sigmoid(stop[:, 0]) > stop_threshold) & (stopped_at < 0)
             stopped_at[done] = step
             if bool((stopped_at >= 0).all()):
                 break
-            previous = torch.cat([previous, last[:, -1:]], 1)
+            previous = last[:, -1]
         mel = self.postprocess(torch.cat(frames_out, 1))
         steps = torch.where(stopped_at >= 0, stopped_at + 1, torch.full_like(stopped_at, max_steps))
         return mel, steps * self.reduction, torch.stack(attentions, 1)
