@@ -136,3 +136,15 @@ def test_an_unknown_voice_is_refused():
 
     with pytest.raises(EspeakError, match="no-such-voice"):
         synthesize(SENTENCE, VoiceSettings(voice="no-such-voice"))
+
+
+def test_a_truncated_wav_raises_an_error_naming_it(tmp_path):
+    """A WAV cut short keeps a valid header; libsndfile would return the partial audio silently."""
+    full = tmp_path / "full.wav"
+    write_wav(full, (np.sin(np.arange(8000) / 5) * 0.5).astype(np.float32), 16_000)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(DatasetError, match=r"cut\.wav: truncated WAV: .* declares 16000 bytes"):
+        read_wav(cut)
+    audio, rate = read_wav(full)
+    assert rate == 16_000 and len(audio) == 8000

@@ -121,6 +121,23 @@ def test_flat_paired_folders_make_one_person_per_stem(tmp_path, paired_root):
     assert [p.name for p in people] == ["clip0", "clip1", "clip2"]
 
 
+def test_flat_files_of_one_person_stay_together(tmp_path, paired_root):
+    sources = {
+        kind: sorted((paired_root / kind).rglob(f"*{suffix}"))
+        for kind, suffix in (("images", ".jpg"), ("audio", ".wav"))
+    }
+    stems = ["ann_01", "ann_02", "bob-1", "bob-2", "cy"]
+    for kind, files in sources.items():
+        (tmp_path / kind).mkdir()
+        for stem, src in zip(stems, files, strict=False):
+            shutil.copy(src, tmp_path / kind / f"{stem}{src.suffix}")
+    people = {p.name: [f.stem for f in p.faces] for p in read_paired(tmp_path)}
+    # Before, each file was a person, so ann_01 could be ann_02's negative in another split.
+    assert people == {"ann": ["ann_01", "ann_02"], "bob": ["bob-1", "bob-2"], "cy": ["cy"]}
+    by_prefix = read_paired(tmp_path, person_pattern=r"(\w).*")
+    assert sorted(p.name for p in by_prefix) == ["a", "b", "c"]
+
+
 def test_face_tracks_may_live_under_faces(vox_root, tmp_path):
     root = _copy(vox_root, tmp_path)
     (root / "unzippedFaces").rename(root / "faces")

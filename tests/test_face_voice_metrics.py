@@ -68,3 +68,24 @@ def test_equal_error_rate_of_overlapping_scores():
     labels = torch.tensor([0, 0, 1, 1, 0, 1])
     eer = float(equal_error_rate(scores, labels))
     assert 0.3 < eer < 0.37  # one of three positives and one of three negatives on the wrong side
+
+
+def test_recall_at_k_counts_ties_against_the_query():
+    """A collapsed model (every embedding the same) must score no better than chance."""
+    ids = torch.arange(10)
+    same = torch.nn.functional.normalize(torch.ones(10, 4), dim=1)
+    recall = recall_at_k(same, same, ids, ids, ks=(1, 5, 10))
+    assert float(recall[1]) == 0.0
+    assert float(recall[5]) == 0.0
+    assert float(recall[10]) == 1.0
+
+
+def test_a_collapsed_model_scores_chance_on_every_metric():
+    """All embeddings equal: nothing is learnt, and no metric may say otherwise."""
+    ids = torch.arange(12).repeat_interleave(2)
+    same = torch.nn.functional.normalize(torch.ones(24, 8), dim=1)
+    metrics = cross_modal_metrics(same, same.clone(), ids)
+    assert float(metrics["match_acc"]) == 0.5
+    assert float(metrics["recall_at_1"]) == 0.0 and float(metrics["recall_at_5"]) == 0.0
+    assert float(metrics["auc"]) == pytest.approx(0.5)
+    assert float(metrics["eer"]) == pytest.approx(0.5, abs=0.05)

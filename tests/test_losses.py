@@ -90,3 +90,33 @@ def test_bad_head_spec_is_a_clear_error():
         HeadLoss(kind="hinge")
     with pytest.raises(ValueError, match="label_smoothing"):
         HeadLoss(kind="ce", label_smoothing=1.5)
+
+
+def test_task_loss_leaves_out_the_uncertainty_terms():
+    """With adaptive weights the total can go negative; task_loss is the fixed-weight sum."""
+    loss = MaskedMultiTaskLoss(
+        heads={"smile": {"kind": "bce", "weight": 2.0}, "emotion": {"kind": "ce", "weight": 1.0}},
+        adaptive=True,
+    )
+    with torch.no_grad():
+        for log_var in loss.log_vars.values():
+            log_var.fill_(3.0)  # large learnt variances: exp(-s) * L + s is dominated by s
+    preds = {"smile": torch.zeros(4), "emotion": torch.zeros(4, 7)}
+    targets = {"smile": torch.ones(4), "emotion": torch.zeros(4, dtype=torch.long)}
+    masks = {"smile": torch.ones(4, dtype=torch.bool), "emotion": torch.ones(4, dtype=torch.bool)}
+    out = loss(preds, targets, masks)
+    expected = 2.0 * out["smile"] + 1.0 * out["emotion"]
+    assert float(out["task_loss"]) == pytest.approx(float(expected))
+    assert float(out["loss"]) > float(out["task_loss"]) + 5.0
+
+
+def test_smile_uncertainty_terms_get_no_weight_decay(make_cfg):
+    from avlab.run import build_module
+
+    module = build_module(make_cfg("experiment=smile_finetune"))
+    groups = module._parameter_groups()
+    loss_ids = {id(p) for p in module.criterion.parameters()}
+    assert loss_ids, "smile_finetune's loss should have learnable uncertainty terms"
+    no_decay = [g for g in groups if g.get("weight_decay") == 0.0]
+    assert len(no_decay) == 1 and {id(p) for p in no_decay[0]["params"]} == loss_ids
+    assert all(id(p) not in loss_ids for g in groups if g not in no_decay for p in g["params"])

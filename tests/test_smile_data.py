@@ -279,3 +279,61 @@ def test_genki_face_crop_finds_a_real_face_and_counts_images_without_one(tmp_pat
     assert 100 < x < 250 and 0 <= y < 120 and 80 < w <= 512  # the astronaut's face, with margin
     assert boxes[1] is None
     assert "face found in 1 of 2 images; 1 fell back to a centre crop" in caplog.text
+
+
+def test_fer_row_with_an_extra_field_names_the_file(tmp_path):
+    path = _write_fer(tmp_path / "fer2013.csv", [_fer_row(1, "Training")])
+    path.write_text(path.read_text() + "2," + " ".join(["7"] * 2304) + ",Training,extra\n")
+    # Before: a bare pandas ParserError that did not say which file.
+    with pytest.raises(DatasetError, match=r"fer2013\.csv: not a readable FER2013 CSV .*line 3"):
+        read_fer2013_csv(path)
+
+
+def test_clip_labels_short_row_names_file_and_row(tmp_path):
+    root = _write_clips(tmp_path / "c", [("a", "train", "0.5", "3")])
+    (root / "labels.csv").write_text((root / "labels.csv").read_text() + "a,test,0.2\n")
+    # Before: a raw TypeError from float(None).
+    with pytest.raises(DatasetError, match=r"labels\.csv, row 3: expected the 4 fields"):
+        read_clip_labels(root)
+
+
+def test_clip_with_the_wrong_number_of_frames_is_named(tmp_path):
+    root = _write_clips(tmp_path / "c", [("short", "test", "0.2", "1")], frames=7)
+    with pytest.raises(DatasetError, match=r"clips/short: clip has 7 frames, the model takes 10"):
+        SmileClipDataset(root, "test", FrameTransform(image_size=32))[0]
+
+
+def test_fer_folder_variant_with_a_missing_class_or_empty_test_is_refused(tmp_path):
+    import shutil
+
+    from avlab.tasks.smile.data import read_fer2013_folders
+
+    root = _write_fer_folders(tmp_path / "fer")
+    shutil.rmtree(root / "train" / "disgust")
+    with pytest.raises(DatasetError, match=r"train: class folder\(s\) \['disgust'\] missing"):
+        read_fer2013_folders(root)
+    root = _write_fer_folders(tmp_path / "fer2")
+    for image in (root / "test").rglob("*.jpg"):
+        image.unlink()
+    with pytest.raises(DatasetError, match=r"fer2/test: no images"):
+        read_fer2013_folders(root)
+
+
+def test_an_empty_split_names_the_sources(tmp_path):
+    _write_clips(tmp_path / "c", [("a", "train", "0.5", "3"), ("b", "train", "0.2", "1")])
+    dm = SmileDataModule(
+        root=str(tmp_path),
+        sources={"clips": {"format": "clips", "path": "c", "synth": None}},
+        image_size=16,
+    )
+    dm.setup()
+    with pytest.raises(DatasetError, match=r"the val split is empty: .*clips: .*c\)"):
+        dm.val_dataloader()
+
+
+def test_fer_csv_with_a_wrong_header_lists_what_it_found(tmp_path):
+    path = _write_fer(
+        tmp_path / "fer2013.csv", [_fer_row(1, "Training")], header="label,pixels,Usage"
+    )
+    with pytest.raises(DatasetError, match=r"fer2013\.csv: missing column\(s\) \['emotion'\]"):
+        read_fer2013_csv(path)

@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from avlab.run import build_module
-from avlab.tasks.smile.play import PlayArgs, main, play, read_frames
+from avlab.tasks.smile.data import FrameTransform
+from avlab.tasks.smile.play import PlayArgs, load_net, main, play, read_frames, score_windows
 from avlab.tasks.smile.synth import write_smile_clips
 
 
@@ -43,7 +44,10 @@ def test_play_on_a_generated_clip_writes_timeline_and_plot(smile_checkpoint, tmp
     with (out / "timeline.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["frame"]) for r in rows] == [9, 11, 13]
-    assert all(0.0 <= float(r["smile"]) <= 1.0 for r in rows)
+    net, config = load_net(smile_checkpoint)
+    transform = FrameTransform(image_size=config.data.image_size, seq_len=config.data.seq_len)
+    _, smiles, _ = score_windows(net, read_frames(clip_dir), transform, stride=2)
+    assert [float(r["smile"]) for r in rows] == pytest.approx(list(smiles), abs=1e-4)
     emotions = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
     assert all(abs(sum(float(r[e]) for e in emotions) - 1) < 1e-3 for r in rows)
     with Image.open(out / "smile.png") as image:
@@ -56,9 +60,15 @@ def test_play_rejects_bad_input_and_foreign_checkpoints(smile_checkpoint, tmp_pa
         read_frames(tmp_path / "empty")
     foreign = tmp_path / "foreign.ckpt"
     torch.save(
-        {"state_dict": {}, "avlab_config": {"model": {"module": {"_target_": "x.Other"}}}}, foreign
+        {
+            "state_dict": {},
+            "avlab_config": {
+                "model": {"module": {"_target_": "avlab.tasks.face_voice.module.FaceVoiceModule"}}
+            },
+        },
+        foreign,
     )
-    with pytest.raises(ValueError, match="not a checkpoint of avlab's smile task"):
+    with pytest.raises(ValueError, match="a checkpoint of avlab.tasks.face_voice"):
         play(PlayArgs(ckpt=str(foreign), input=str(tmp_path / "empty")))
     with pytest.raises(SystemExit, match="missing"):
         main([f"ckpt={smile_checkpoint}"])

@@ -75,8 +75,10 @@ def test_a_grid_multirun_writes_a_table_with_failed_jobs_listed(tmp_path, data_d
             assert row["status"] == "failed" and "learning rate" in row["reason"]
             assert row["val/match_acc"] == ""
         else:
-            assert row["status"] == "completed" and 0.0 <= float(row["val/match_acc"]) <= 1.0
-            assert 0.0 <= float(row["test/match_acc"]) <= 1.0
+            assert row["status"] == "completed"
+            job = json.loads((sweep_dir / row["job"] / "metrics.json").read_text())
+            assert float(row["val/match_acc"]) == pytest.approx(job["value"])
+            assert float(row["test/match_acc"]) == pytest.approx(job["metrics"]["test/match_acc"])
     table = (sweep_dir / "jobs.md").read_text()
     assert "(best)" in table and table.count("| failed |") == 2
 

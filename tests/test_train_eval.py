@@ -57,7 +57,9 @@ def test_run_folder_holds_config_checkpoints_metrics_and_logs(short_run):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["best_checkpoint"].endswith("best.ckpt")
-    assert 0.0 <= saved["metrics"]["test/emotion_acc"] <= 1.0
+    assert saved["metrics"]["test/emotion_acc"] == pytest.approx(
+        record["metrics"]["test/emotion_acc"]
+    )
     assert saved["value"] == pytest.approx(record["value"])
     checkpoint = torch.load(out / "checkpoints/best.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["avlab_config"]["name"] == "smile_pretrain"
@@ -122,8 +124,15 @@ def test_injected_nan_is_skipped_counted_and_never_checkpointed(make_cfg):
 def test_resume_finds_last_checkpoint_and_refuses_a_finished_run(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints/last.ckpt").write_bytes(b"x")
-    assert find_resume_checkpoint(str(run)) == str(run / "checkpoints/last.ckpt")
+    last = run / "checkpoints/last.ckpt"
+    last.write_bytes(b"x")
+    with pytest.raises(ValueError, match="last.ckpt: not a readable checkpoint"):
+        find_resume_checkpoint(str(run))
+    module = "avlab.tasks.smile.module.SmileEmotionModule"
+    torch.save(
+        {"state_dict": {}, "avlab_config": {"model": {"module": {"_target_": module}}}}, last
+    )
+    assert find_resume_checkpoint(str(run), module) == str(last)
     (run / "metrics.json").write_text(json.dumps({"status": "completed"}))
     with pytest.raises(ValueError, match="finished"):
         find_resume_checkpoint(str(run))
@@ -204,11 +213,13 @@ def test_init_from_names_a_missing_path_and_refuses_another_tasks_checkpoint(mak
     torch.save(
         {
             "state_dict": {},
-            "avlab_config": {"model": {"module": {"_target_": "avlab.tasks.vad.module.X"}}},
+            "avlab_config": {
+                "model": {"module": {"_target_": "avlab.tasks.vad.module.AiVadModule"}}
+            },
         },
         other,
     )
-    with pytest.raises(ValueError, match="a checkpoint of avlab.tasks.vad.module.X"):
+    with pytest.raises(ValueError, match="a checkpoint of avlab.tasks.vad.module.AiVadModule"):
         build_module(make_cfg("experiment=smile_finetune", f"model.init_from={other}"))
 
 
@@ -241,3 +252,23 @@ def test_overfitting_two_batches_drives_the_loss_down(make_cfg):
     with (Path(cfg.paths.output_dir) / "csv/metrics.csv").open() as handle:
         losses = [float(r["train/loss"]) for r in csv.DictReader(handle) if r.get("train/loss")]
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_eval_deletes_a_key_given_as_tilde_override(tmp_path, data_dir):
+    """`~key` on eval's command line removes the key from the stored config (it used to become null)."""
+    from omegaconf import OmegaConf
+
+    from avlab.run import _apply_command_line_overrides
+
+    eval_cfg = compose_config(
+        "eval",
+        ["ckpt=x.ckpt", "~trainer.gradient_clip_algorithm", "trainer.max_epochs=3"],
+        tmp_path,
+        data_dir,
+    )
+    stored = OmegaConf.create(
+        {"trainer": {"gradient_clip_algorithm": "value", "max_epochs": 1, "devices": 1}}
+    )
+    _apply_command_line_overrides(stored, eval_cfg)
+    assert "gradient_clip_algorithm" not in stored.trainer
+    assert stored.trainer.max_epochs == 3 and stored.trainer.devices == 1

@@ -32,6 +32,20 @@ def warmup_cosine(
     return LambdaLR(optimizer, factor)
 
 
+def decay_groups(module: torch.nn.Module) -> list[dict[str, Any]]:
+    """Parameter groups with weight decay on weight matrices and kernels only.
+
+    Scalars and vectors (biases, norm scales, a learnable temperature, uncertainty log-variances)
+    get none: decaying a log-temperature or log-variance pulls it towards 0 for no reason, and
+    decaying biases and norm scales only fights the normalisation.
+    """
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def configure_optimizers(
     params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]],
     optimizer: Callable[..., torch.optim.Optimizer],

@@ -17,15 +17,16 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from avlab.callbacks import TrainingDivergedError
+from avlab.checkpoints import CONFIG_KEY, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEY = "avlab_config"
 METRICS_FILE = "metrics.json"
 
 
@@ -41,10 +42,39 @@ class StoreConfigInCheckpoint(L.Callback):
         checkpoint[CONFIG_KEY] = self.config
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def apply_thread_policy(threads: int | None) -> int:
+    """Size torch's intra-op and inter-op thread pools once, for every task alike.
+
+    `threads: null` means every core this process may use. Returns the intra-op count in force.
+    The inter-op pool can only be sized before torch first uses it; a later call (a second run
+    in the same process) keeps the pool it has and says so in the debug log.
+    """
+    wanted = available_cores() if threads is None else int(threads)
+    if wanted < 1:
+        raise ValueError(f"threads={threads}: must be a positive number of threads or null")
+    torch.set_num_threads(wanted)
+    if torch.get_num_interop_threads() != wanted:
+        try:
+            torch.set_num_interop_threads(wanted)
+        except RuntimeError as err:
+            log.debug("inter-op threads stay at %d: %s", torch.get_num_interop_threads(), err)
+    log.info("threads: %d intra-op (of %d cores available)", wanted, available_cores())
+    return wanted
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one configured run; returns the metrics written to metrics.json."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    apply_thread_policy(cfg.get("threads"))
     L.seed_everything(cfg.seed, workers=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     _write_run_record(output_dir, cfg)
@@ -63,7 +93,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(
             module,
             datamodule=datamodule,
-            ckpt_path=find_resume_checkpoint(cfg.get("resume")),
+            ckpt_path=find_resume_checkpoint(cfg.get("resume"), cfg.model.module._target_),
             weights_only=True,
         )
     fit_metrics = _scalars(trainer.callback_metrics)
@@ -76,7 +106,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
         test_metrics = _scalars(results[0]) if results else {}
 
-    metrics = {**fit_metrics, **test_metrics}
+    best_val = dict(getattr(trainer.checkpoint_callback, "best_val_metrics", None) or {})
+    if best is None or not best_val:
+        best_val = {k: v for k, v in fit_metrics.items() if k.startswith("val/")}
+    metrics = {**best_val, **test_metrics}
     value = _optimized_value(cfg, trainer, metrics)
     status = "completed" if value is None or math.isfinite(value) else "diverged"
     record = {
@@ -86,6 +119,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "value": value,
         "best_checkpoint": best,
         "metrics": metrics,
+        "last_epoch_metrics": fit_metrics,
     }
     write_metrics(output_dir, record)
     return record
@@ -114,18 +148,7 @@ def init_from_checkpoint(module: L.LightningModule, path: str, module_target: st
     A module may define `init_from_checkpoint(checkpoint)` to merge rather than copy; otherwise
     matching weights are loaded and the keys only one side has are logged.
     """
-    ckpt_path = Path(path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"model.init_from={path}: no such checkpoint file")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    stored = checkpoint.get(CONFIG_KEY)
-    if stored is None:
-        raise ValueError(f"model.init_from={path}: not an avlab checkpoint (no stored config)")
-    theirs = stored.get("model", {}).get("module", {}).get("_target_")
-    if theirs != module_target:
-        raise ValueError(
-            f"model.init_from={path}: a checkpoint of {theirs}, but this run trains {module_target}"
-        )
+    checkpoint, _ = load_checkpoint(path, "model.init_from", expect_module=module_target)
     if hasattr(module, "init_from_checkpoint"):
         module.init_from_checkpoint(checkpoint)
         return
@@ -191,8 +214,12 @@ def _with_wandb_mode(entry: DictConfig, output_dir: Path) -> DictConfig:
     return entry
 
 
-def find_resume_checkpoint(resume: str | None) -> str | None:
-    """A checkpoint to resume from: a .ckpt file, or a run folder's checkpoints/last.ckpt."""
+def find_resume_checkpoint(resume: str | None, module_target: str | None = None) -> str | None:
+    """A checkpoint to resume from: a .ckpt file, or a run folder's checkpoints/last.ckpt.
+
+    The checkpoint is loaded and validated first (weights only, a trusted config, the same
+    task as `module_target`), so Lightning never resumes from something we would refuse.
+    """
     if not resume:
         return None
     path = Path(resume)
@@ -205,6 +232,7 @@ def find_resume_checkpoint(resume: str | None) -> str | None:
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
         raise FileNotFoundError(f"resume={resume}: no checkpoint at {path}")
+    load_checkpoint(path, "resume", expect_module=module_target)
     return str(path)
 
 
@@ -312,14 +340,7 @@ def train_entry(cfg: DictConfig) -> float | None:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Rebuild a run from the config stored in its checkpoint and test it; returns metrics."""
     ckpt = Path(cfg.ckpt)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt={cfg.ckpt}: no such checkpoint file")
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    if CONFIG_KEY not in checkpoint:
-        raise ValueError(
-            f"{ckpt}: no avlab config stored in this checkpoint (not written by avlab's train.py?)"
-        )
-    run_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    _, run_cfg = load_checkpoint(ckpt, "ckpt")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     _apply_command_line_overrides(run_cfg, cfg)
@@ -328,6 +349,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         _drop_pretrained(run_cfg.model)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_cfg))
 
+    apply_thread_policy(run_cfg.get("threads"))
     L.seed_everything(run_cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(run_cfg.data)
     module = build_module(run_cfg)
@@ -350,14 +372,28 @@ def _apply_command_line_overrides(run_cfg: DictConfig, cfg: DictConfig) -> None:
     """Copy the keys the user overrode on eval's command line into the stored run config."""
     if not HydraConfig.initialized():
         return
-    for override in HydraConfig.get().overrides.task:
-        key = override.split("=", 1)[0].lstrip("+~")
+    parsed = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    for override in parsed:
+        key = override.key_or_group
         if key == "ckpt" or key.startswith(("hydra.", "paths.", "logger")):
+            continue
+        if override.is_delete():
+            _delete_key(run_cfg, key)
             continue
         value = OmegaConf.select(cfg, key)
         if OmegaConf.is_config(value):
             value = OmegaConf.to_container(value, resolve=True)
         OmegaConf.update(run_cfg, key, value, merge=False, force_add=True)
+
+
+def _delete_key(cfg: DictConfig, key: str) -> None:
+    """Remove a dotted key (a `~key` override), naming it if the stored config lacks it."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not isinstance(parent, DictConfig) or leaf not in parent:
+        raise KeyError(f"~{key}: the checkpoint's config has no key {key!r} to delete")
+    with open_dict(parent):
+        del parent[leaf]
 
 
 def _drop_pretrained(model_cfg: DictConfig) -> None:

@@ -21,6 +21,7 @@ def read_wav(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarr
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: audio file is missing")
+    _check_wav_not_truncated(path)
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
@@ -31,6 +32,36 @@ def read_wav(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarr
     if sample_rate is not None and rate != sample_rate:
         audio, rate = resample(audio, rate, sample_rate), sample_rate
     return audio, int(rate)
+
+
+# Sizes a streaming writer leaves in a header it never went back to fix: "unknown", not a lie.
+_UNKNOWN_CHUNK_SIZES = (0, 0xFFFFFFFF)
+
+
+def _check_wav_not_truncated(path: Path) -> None:
+    """Raise DatasetError if a RIFF/WAVE file holds less audio than its `data` chunk declares.
+
+    libsndfile reads such a file without complaint and returns the samples that are there, so a
+    download or copy cut short would silently become a shorter utterance.
+    """
+    with path.open("rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return  # not a plain WAV (or too short to be one): soundfile will judge it
+        size = path.stat().st_size
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk_id, chunk_size = handle.read(4), int.from_bytes(handle.read(4), "little")
+            if chunk_id == b"data":
+                available = size - offset - 8
+                if chunk_size not in _UNKNOWN_CHUNK_SIZES and chunk_size > available:
+                    raise DatasetError(
+                        f"{path}: truncated WAV: its header declares {chunk_size} bytes of audio, "
+                        f"the file holds {available}"
+                    )
+                return
+            offset += 8 + chunk_size + (chunk_size & 1)
 
 
 def write_wav(

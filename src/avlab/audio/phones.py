@@ -11,9 +11,46 @@ import re
 
 # The 39 ARPAbet phones of the CMU dictionary, without stress.
 ARPABET: tuple[str, ...] = (
-    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG "
-    "OW OY P R S SH T TH UH UW V W Y Z ZH"
-).split()
+    "AA",
+    "AE",
+    "AH",
+    "AO",
+    "AW",
+    "AY",
+    "B",
+    "CH",
+    "D",
+    "DH",
+    "EH",
+    "ER",
+    "EY",
+    "F",
+    "G",
+    "HH",
+    "IH",
+    "IY",
+    "JH",
+    "K",
+    "L",
+    "M",
+    "N",
+    "NG",
+    "OW",
+    "OY",
+    "P",
+    "R",
+    "S",
+    "SH",
+    "T",
+    "TH",
+    "UH",
+    "UW",
+    "V",
+    "W",
+    "Y",
+    "Z",
+    "ZH",
+)
 SILENCE = "SIL"
 # Labels that mean "no phone here" in TextGrids: silences, short pauses, spoken noise, empty.
 SILENCE_LABELS = frozenset({"", "SIL", "SP", "SPN"})

@@ -21,11 +21,35 @@ class FiniteModelCheckpoint(ModelCheckpoint):
     Guards the top-k save, the `save_last` save or link and the on-exception save. Refusing
     before ModelCheckpoint's own bookkeeping keeps `best_k_models` and `last_model_path` pointing
     at files that exist, and keeps the previous finite checkpoints on disk.
+
+    `best_val_metrics` holds the `val/` metrics of the validation that made the best checkpoint
+    (not the last epoch's), so a run can report its best checkpoint's own validation figures
+    beside its test figures; it is kept in the callback's state across a resume.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.refused_saves = 0
+        self.best_val_metrics: dict[str, float] = {}
+
+    def _update_best_and_save(
+        self, current: Tensor, trainer: L.Trainer, monitor_candidates: dict[str, Tensor]
+    ) -> None:
+        """Save a new top-k checkpoint; when it is the best, remember its validation metrics."""
+        super()._update_best_and_save(current, trainer, monitor_candidates)
+        if self.best_model_score is not None and bool(self.current_score == self.best_model_score):
+            self.best_val_metrics = {
+                name: float(value)
+                for name, value in monitor_candidates.items()
+                if name.startswith("val/")
+            }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best_val_metrics": self.best_val_metrics}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.best_val_metrics = dict(state_dict.get("best_val_metrics", {}))
 
     def _save_topk_checkpoint(
         self, trainer: L.Trainer, monitor_candidates: dict[str, Tensor]

@@ -9,16 +9,9 @@ from torch import Tensor
 
 def total_grad_norm(grads: list[Tensor]) -> Tensor:
     """Returns the 2-norm of all gradients viewed as one vector, in float32, with no host sync."""
-    groups: dict[torch.device, list[Tensor]] = {}
-    for grad in grads:
-        groups.setdefault(grad.device, []).append(grad.detach())
     # float32 accumulation: a sum of squares of fp16 gradients overflows long before they do.
-    norms = [
-        torch.linalg.vector_norm(torch.stack(torch._foreach_norm(group, 2.0, dtype=torch.float32)))
-        for group in groups.values()
-    ]
-    device = norms[0].device
-    return torch.linalg.vector_norm(torch.stack([norm.to(device) for norm in norms]))
+    as_fp32 = [g.detach() if g.dtype == torch.float32 else g.detach().float() for g in grads]
+    return torch.nn.utils.get_total_norm(as_fp32, norm_type=2.0)
 
 
 class GradNormMonitor(L.Callback):

@@ -57,7 +57,7 @@ def finite_flag(tensors: Iterable[Tensor]) -> Tensor | None:
         return None
     # The max-abs norm is NaN or inf exactly when some element is, and it cannot overflow.
     flags = [
-        torch.isfinite(torch.stack(torch._foreach_norm(group, math.inf))).all()
+        torch.isfinite(torch.nn.utils.get_total_norm(group, norm_type=math.inf))
         for group in groups.values()
     ]
     device = flags[0].device
@@ -186,6 +186,7 @@ class Snapshot:
     step: int
     model_state: dict[str, Tensor]
     optimizer_states: list[dict[str, Any]]
+    scaler_state: dict[str, Any] | None = None
 
 
 class NanGuard(L.Callback):
@@ -211,6 +212,7 @@ class NanGuard(L.Callback):
         lr_backoff: float = 0.5,
         snapshot_every_n_steps: int = 20,
         locate_for_n_steps: int = 3,
+        min_loss_scale: float = 1.0,
     ) -> None:
         if max_consecutive_skips < 1:
             raise ValueError(f"max_consecutive_skips must be >= 1, got {max_consecutive_skips}")
@@ -224,6 +226,7 @@ class NanGuard(L.Callback):
         self.lr_backoff = lr_backoff
         self.snapshot_every_n_steps = snapshot_every_n_steps
         self.locate_for_n_steps = locate_for_n_steps
+        self.min_loss_scale = min_loss_scale
 
         self.skipped_steps = 0
         self.skip_reasons = dict.fromkeys(SKIP_REASONS, 0)
@@ -298,12 +301,19 @@ class NanGuard(L.Callback):
             if not trainer.strategy.reduce_boolean_decision(not bad_inputs, all=True):
                 self._input_fault = summarize_names(bad_inputs) if bad_inputs else "on another rank"
                 return self._skipped_step_output(trainer)
-        output = inner(*args, **kwargs)
-        loss = output.get("loss") if isinstance(output, Mapping) else output
-        if isinstance(loss, Tensor):
-            flag = torch.isfinite(loss.detach()).all()
-            self._loss_finite = flag if self._loss_finite is None else self._loss_finite & flag
-        return output
+        return inner(*args, **kwargs)
+
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor
+    ) -> None:
+        """Records whether the loss about to be backpropagated is finite.
+
+        Lightning calls this for automatic optimisation and for `manual_backward`, in both cases
+        before the optimizer step that the loss feeds, so a manual step is judged on its own loss.
+        Under accumulation the flags of the micro-batches are combined.
+        """
+        flag = torch.isfinite(loss.detach()).all()
+        self._loss_finite = flag if self._loss_finite is None else self._loss_finite & flag
 
     @staticmethod
     def _non_finite_inputs(batch: Any) -> list[str]:
@@ -335,9 +345,18 @@ class NanGuard(L.Callback):
             self._finish_good_step()
             return
         bad_grads = [] if grads_finite else self._non_finite_grad_names(params)
-        for p in params:
-            p.grad = None
-        self._record_skip(trainer, pl_module, reason or "other_rank", bad_grads)
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        if scaler is None or grads_finite:
+            if scaler is not None:
+                # fp16 with finite gradients: the scaler would step, so the gradients must go.
+                # Unscale first (a fused optimizer leaves that to scaler.step), so the scaler has
+                # its inf checks recorded and scaler.step/update accept the empty step.
+                _unscale_once(scaler, optimizer)
+            for p in params:
+                p.grad = None
+        # else: fp16 with non-finite gradients: the GradScaler skips this step and lowers its
+        # scale itself; clearing the gradients could break a fused optimizer's scaler.step.
+        self._record_skip(trainer, pl_module, reason or "other_rank", bad_grads, scaler)
 
     def _local_fault(self, trainer: L.Trainer, params: list[Tensor]) -> tuple[str | None, bool]:
         """Returns this rank's reason to skip (or None) and whether its gradients were finite."""
@@ -352,8 +371,7 @@ class NanGuard(L.Callback):
         loss_finite = values[-1] if flags[1] is not None else True
         if not loss_finite:
             return "loss", grads_finite
-        # With fp16 AMP the GradScaler already skips overflowing steps and lowers its scale.
-        if not grads_finite and getattr(trainer.precision_plugin, "scaler", None) is None:
+        if not grads_finite:
             return "grad", False
         return None, grads_finite
 
@@ -372,16 +390,37 @@ class NanGuard(L.Callback):
         self._outcome = "good"
 
     def _record_skip(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, reason: str, bad_grads: list[str]
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        reason: str,
+        bad_grads: list[str],
+        scaler: Any = None,
     ) -> None:
-        """Counts a skipped step, logs what is known about it, and arms the locator for the next steps."""
+        """Counts a skipped step, logs what is known about it, and arms the locator for the next steps.
+
+        Under fp16 a gradient overflow while the loss scale is above `min_loss_scale` is how the
+        GradScaler finds its scale: it is counted but does not count towards a rollback. Once
+        the scale is down at `min_loss_scale`, non-finite gradients are a fault like any other.
+        """
         self.skipped_steps += 1
         self.skip_reasons[reason] += 1
-        self.consecutive_skips += 1
+        scale = float(scaler.get_scale()) if scaler is not None else None
+        calibrating = reason == "grad" and scale is not None and scale > self.min_loss_scale
+        if not calibrating:
+            self.consecutive_skips += 1
+        fp16_note = ""
+        if scale is not None:
+            fp16_note = f" fp16 loss scale {scale:g}" + (
+                f" (above min_loss_scale {self.min_loss_scale:g}: the GradScaler lowers it; "
+                "not counted towards a rollback)."
+                if calibrating
+                else "."
+            )
         message = (
             f"NanGuard: skipped the optimizer step at global step {trainer.global_step} "
             f"({SKIP_REASONS[reason]}{self._input_detail()}); {self.skipped_steps} skipped so far, "
-            f"{self.consecutive_skips} in a row (rollback at {self.max_consecutive_skips})."
+            f"{self.consecutive_skips} in a row (rollback at {self.max_consecutive_skips}).{fp16_note}"
         )
         if reason in ("loss", "grad"):
             message += " " + self._locate(reason, pl_module)
@@ -464,6 +503,7 @@ class NanGuard(L.Callback):
             step=trainer.global_step,
             model_state=cpu_copy(model_state),
             optimizer_states=[cpu_copy(optimizer.state_dict()) for optimizer in trainer.optimizers],
+            scaler_state=_scaler_state(trainer),
         )
         self._good_steps_since_snapshot = 0
 
@@ -530,6 +570,9 @@ class NanGuard(L.Callback):
         pl_module.load_state_dict(snapshot.model_state)
         for optimizer, state in zip(trainer.optimizers, snapshot.optimizer_states, strict=True):
             optimizer.load_state_dict(state)
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        if scaler is not None and snapshot.scaler_state:
+            scaler.load_state_dict(snapshot.scaler_state)
         # load_state_dict brought back the snapshot's learning rates; scale today's instead.
         for optimizer, group_lrs in zip(trainer.optimizers, current_lrs, strict=True):
             for group, lrs in zip(optimizer.param_groups, group_lrs, strict=True):
@@ -577,3 +620,18 @@ def scale_scheduler_lrs(scheduler: Any, factor: float) -> None:
             setattr(scheduler, attr, [value * factor for value in values])
     for child in getattr(scheduler, "_schedulers", []):
         scale_scheduler_lrs(child, factor)
+
+
+def _scaler_state(trainer: L.Trainer) -> dict[str, Any] | None:
+    """The fp16 GradScaler's state (scale, growth tracker), or None without one."""
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    return copy.deepcopy(scaler.state_dict()) if scaler is not None else None
+
+
+def _unscale_once(scaler: Any, optimizer: torch.optim.Optimizer) -> None:
+    """Unscale an optimizer's gradients unless that already happened since the last update."""
+    try:
+        scaler.unscale_(optimizer)
+    except RuntimeError as err:
+        if "already been called" not in str(err):
+            raise

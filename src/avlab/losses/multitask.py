@@ -82,9 +82,15 @@ class MaskedMultiTaskLoss(nn.Module):
         targets: Mapping[str, torch.Tensor],
         masks: Mapping[str, torch.Tensor],
     ) -> dict[str, torch.Tensor]:
-        """Return {"loss": total, "<head>": that head's masked mean loss, ...}."""
+        """Return {"loss": total, "task_loss": ..., "<head>": that head's masked mean loss, ...}.
+
+        `task_loss` is the heads' losses with their fixed weights only (detached): with
+        `adaptive=True` the total also holds the learnt uncertainty terms, which change its scale
+        and can make it negative, so model selection ranks by `task_loss`, not by `loss`.
+        """
         out: dict[str, torch.Tensor] = {}
         total = None
+        task_loss = torch.zeros(())
         for name, spec in self.heads.items():
             mask = masks[name].to(torch.bool)
             weight_mask = mask.to(preds[name].dtype)
@@ -92,9 +98,11 @@ class MaskedMultiTaskLoss(nn.Module):
             per_sample = _per_sample_loss(spec, preds[name], safe_target)
             head_loss = (per_sample * weight_mask).sum() / weight_mask.sum().clamp_min(1.0)
             out[name] = head_loss.detach()
+            task_loss = task_loss.to(head_loss) + spec.weight * out[name]
             term = self._weighted(name, spec, head_loss, weight_mask)
             total = term if total is None else total + term
         out["loss"] = total
+        out["task_loss"] = task_loss
         return out
 
     def _weighted(

@@ -12,6 +12,7 @@ an evaluation item is a fixed (photo, utterance) pair, so every run scores the s
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,14 +114,26 @@ def _files_in(folder: Path, pattern: str, suffixes: tuple[str, ...], what: str) 
     return files
 
 
+# A top-level file's person: its stem without a trailing `_<number>` or `-<number>`
+# (ann_01.jpg, ann-2.jpg and ann.jpg are all ann).
+PERSON_FROM_STEM = r"^(.+?)(?:[_-]\d+)?$"
+
+
 def read_paired(
-    root: Path, image_folder: str = "images", audio_folder: str = "audio"
+    root: Path,
+    image_folder: str = "images",
+    audio_folder: str = "audio",
+    person_pattern: str = PERSON_FROM_STEM,
 ) -> list[Identity]:
     """Paired folders: image and audio files that share a path stem belong to one person.
 
     A file in a subfolder belongs to the person named by the subfolder (images/ann/01.jpg ->
-    ann); a file at the top level is a person of its own. A file without its partner is an error.
+    ann). A file at the top level belongs to the person that `person_pattern` (a regular
+    expression whose first group is the person) finds in its stem, so ann_01.jpg and
+    ann_02.jpg are one person: two photos of one person must never land in different splits
+    or serve as each other's negatives. A file without its partner is an error.
     """
+    pattern = re.compile(person_pattern)
     images = _by_stem(Path(root) / image_folder, IMAGE_SUFFIXES)
     audio = _by_stem(Path(root) / audio_folder, AUDIO_SUFFIXES)
     for have, lack, kind in ((images, audio, "audio"), (audio, images, "image")):
@@ -132,11 +145,21 @@ def read_paired(
             )
     people: dict[str, tuple[list[Path], list[Path]]] = {}
     for stem in sorted(images):
-        name = stem.parent.as_posix() if stem.parent != Path(".") else stem.name
+        name = stem.parent.as_posix() if stem.parent != Path(".") else _person(pattern, stem)
         faces, voices = people.setdefault(name, ([], []))
         faces.append(images[stem])
         voices.append(audio[stem])
     return [Identity(name, tuple(f), tuple(v)) for name, (f, v) in people.items()]
+
+
+def _person(pattern: re.Pattern, stem: Path) -> str:
+    """The person a top-level file's stem names, by `pattern`'s first group."""
+    match = pattern.fullmatch(stem.name)
+    if match is None or not match.group(1):
+        raise DatasetError(
+            f"{stem.name}: data.person_pattern {pattern.pattern!r} finds no person in this stem"
+        )
+    return match.group(1)
 
 
 def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[Path, Path]:
@@ -339,6 +362,7 @@ class FaceVoiceDataModule(L.LightningDataModule):
         faces_dir: str | None = None,
         image_folder: str = "images",
         audio_folder: str = "audio",
+        person_pattern: str = PERSON_FROM_STEM,
         sample_rate: int = 16_000,
         clip_seconds: float = 1.5,
         image_size: int = 48,
@@ -357,7 +381,7 @@ class FaceVoiceDataModule(L.LightningDataModule):
             raise ValueError(f"data.layout must be 'voxceleb' or 'paired', got {layout!r}")
         self.root, self.layout, self.synth = Path(root), layout, dict(synth) if synth else None
         self.voxceleb_args = (meta_file, wav_dir, faces_dir)
-        self.paired_args = (image_folder, audio_folder)
+        self.paired_args = (image_folder, audio_folder, person_pattern)
         self.media = Media(image_size, sample_rate, clip_seconds, cache)
         self.augment = augment
         self.batch_size = batch_size

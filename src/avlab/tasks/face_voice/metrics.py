@@ -53,13 +53,15 @@ def recall_at_k(
     """Share of queries whose own identity ranks in the top k of the identity gallery.
 
     The gallery holds one entry per identity (the mean of its gallery items); a k at least
-    the gallery's size gives 1.
+    the gallery's size gives 1. Ties count against the query: an entry scoring the same as
+    the query's own ranks above it, so a collapsed model (all embeddings equal) scores 0 for
+    every k below the gallery size, not 1.
     """
     entries, entry_ids = identity_gallery(gallery, gallery_ids)
     scores = query @ entries.T
     own = (query_ids[:, None] == entry_ids[None, :]).float()
     own_score = (scores * own).sum(dim=1, keepdim=True)
-    rank = (scores > own_score).sum(dim=1)  # 0 = best; ties resolved in the query's favour
+    rank = (scores >= own_score).sum(dim=1) - 1  # 0 = best; other entries that tie rank above
     return {k: (rank < k).float().mean() for k in ks}
 
 

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 
 from avlab.losses import SymmetricInfoNCE
-from avlab.optim import configure_optimizers
+from avlab.optim import configure_optimizers, decay_groups
 from avlab.tasks.face_voice.metrics import cross_modal_metrics
 from avlab.tasks.face_voice.model import FaceVoiceNet, FaceVoiceOutput
 
@@ -110,18 +110,9 @@ class FaceVoiceModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_optimizers(
-            self._parameter_groups(),
+            decay_groups(self),
             self.optimizer_factory,
             self.scheduler_factory,
             total_steps=self.trainer.estimated_stepping_batches,
             interval=self.scheduler_interval,
         )
-
-    def _parameter_groups(self) -> list[dict[str, Any]]:
-        """Weight decay on weight matrices and kernels only: decaying the log-temperature would pull
-        it towards 1, and decaying biases and norm scales only fights the normalisation."""
-        decay, no_decay = [], []
-        for param in self.parameters():
-            if param.requires_grad:
-                (decay if param.ndim >= 2 else no_decay).append(param)
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -73,7 +73,10 @@ def read_fer2013_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: FER2013 CSV not found")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path}: not a readable FER2013 CSV ({err})") from err
     frame.columns = [c.strip() for c in frame.columns]
     missing = {"emotion", "pixels", "Usage"} - set(frame.columns)
     if missing:
@@ -135,6 +138,12 @@ def read_clip_labels(root: Path) -> pd.DataFrame:
         raise DatasetError(f"{path}: header must contain {','.join(required)}")
     for i, row in enumerate(rows):
         where = f"{path}, row {i + 2}"
+        if None in row or any(value is None for value in row.values()):
+            raise DatasetError(
+                f"{where}: expected the {len(rows[0])} fields of the header, got "
+                f"{len([v for k, v in row.items() if k is not None and v is not None])}"
+                + (f" and {len(row[None])} more" if None in row else "")
+            )
         if row["split"] not in SPLITS:
             raise DatasetError(f"{where}: split must be one of {SPLITS}, got {row['split']!r}")
         try:
@@ -173,14 +182,22 @@ def read_fer2013_folders(root: Path) -> tuple[list[Path], np.ndarray, np.ndarray
             raise DatasetError(
                 f"{root / folder}: unknown class folder(s) {unknown}; expected {FER_FOLDER_CLASSES}"
             )
+        missing = [name for name in FER_FOLDER_CLASSES if not (root / folder / name).is_dir()]
+        if missing:
+            raise DatasetError(
+                f"{root / folder}: class folder(s) {missing} missing; the FER2013 folder "
+                f"variant has all of {FER_FOLDER_CLASSES}"
+            )
+        found = 0
         for emotion, name in enumerate(FER_FOLDER_CLASSES):
             for path in sorted((root / folder / name).glob("*")):
                 if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
                     paths.append(path)
                     emotions.append(emotion)
                     splits.append(split)
-    if not paths:
-        raise DatasetError(f"{root}: no images under train/<class>/ or test/<class>/")
+                    found += 1
+        if found == 0:
+            raise DatasetError(f"{root / folder}: no images under its <class>/ folders")
     return paths, np.asarray(emotions, dtype=np.int64), np.asarray(splits, dtype=object)
 
 
@@ -419,7 +436,13 @@ class SmileClipDataset(_SeededDataset):
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         row = self.rows.iloc[item]
-        frames = [read_image_gray(p) for p in self.frame_paths(row["clip"])]
+        paths = self.frame_paths(row["clip"])
+        if len(paths) != self.transform.seq_len:
+            raise DatasetError(
+                f"{self.root / 'clips' / row['clip']}: clip has {len(paths)} frames, the model "
+                f"takes {self.transform.seq_len} (data.seq_len)"
+            )
+        frames = [read_image_gray(p) for p in paths]
         tensor = self.transform.clip(frames, self._rng(item))
         return _sample(tensor, smile=row["smile"], emotion=row["emotion"], source=self.source)
 
@@ -602,7 +625,14 @@ class SmileDataModule(L.LightningDataModule):
 
     def _concat(self, split: str) -> ConcatDataset:
         parts = [self.datasets[name][split] for name in self.sources]
-        return ConcatDataset([p for p in parts if len(p) > 0])
+        nonempty = [p for p in parts if len(p) > 0]
+        if not nonempty:
+            raise DatasetError(
+                f"the {split} split is empty: none of the sources "
+                f"({', '.join(f'{n}: {self.source_path(n)}' for n in self.sources)}) "
+                f"holds {split} samples"
+            )
+        return ConcatDataset(nonempty)
 
     def train_dataloader(self) -> DataLoader:
         dataset = self._concat("train")

@@ -122,9 +122,9 @@ class SmileEmotionModule(L.LightningModule):
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         """Update the stage's metrics (and per-source test metrics), log the loss."""
         out, losses = self._step(batch)
-        self.log(
-            f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=batch["frames"].shape[0]
-        )
+        size = batch["frames"].shape[0]
+        self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=size)
+        self.log(f"{stage}/task_loss", losses["task_loss"], batch_size=size)
         everything = torch.ones_like(batch["smile_mask"])
         self.metrics[stage].update(out, batch, everything)
         if stage == "test":
@@ -143,9 +143,18 @@ class SmileEmotionModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_optimizers(
-            self.parameters(),
+            self._parameter_groups(),
             self.optimizer_factory,
             self.scheduler_factory,
             total_steps=self.trainer.estimated_stepping_batches,
             interval=self.scheduler_interval,
         )
+
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        """The network with the configured weight decay; the loss's learnable uncertainty terms
+        (log-variances, `loss.adaptive`) with none, since decay would pull them towards 0."""
+        groups = [{"params": list(self.net.parameters())}]
+        loss_params = [p for p in self.criterion.parameters() if p.requires_grad]
+        if loss_params:
+            groups.append({"params": loss_params, "weight_decay": 0.0})
+        return groups

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from avlab.checkpoints import load_checkpoint
 from avlab.data_utils import DatasetError, read_image_gray
 from avlab.tasks.smile.data import FrameTransform
 from avlab.tasks.smile.game import GameRules, Verdict, judge
@@ -46,11 +47,10 @@ class PlayArgs:
 
 def load_net(ckpt: Path) -> tuple[SmileEmotionNet, dict]:
     """The trained network and the run config stored in a smile checkpoint."""
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    config = checkpoint.get("avlab_config")
-    if config is None or "SmileEmotionModule" not in config["model"]["module"]["_target_"]:
-        raise ValueError(f"{ckpt}: not a checkpoint of avlab's smile task")
-    net_cfg = OmegaConf.create(config["model"]["net"])
+    checkpoint, config = load_checkpoint(
+        ckpt, "ckpt", expect_module="avlab.tasks.smile.module.SmileEmotionModule"
+    )
+    net_cfg = config.model.net
     net_cfg.pretrained = None
     net = hydra.utils.instantiate(net_cfg)
     weights = {

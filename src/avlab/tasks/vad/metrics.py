@@ -13,22 +13,19 @@ import matplotlib
 matplotlib.use("Agg")  # plots are files; no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from scipy.ndimage import gaussian_filter1d  # noqa: E402
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
 def gaussian_smooth(scores: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Scores (T,) convolved with a Gaussian of `sigma` frames; edges repeat the end values."""
+    """Scores (T,) convolved with a Gaussian of `sigma` frames (scipy's gaussian_filter1d, kernel
+    radius 4 sigma); edges repeat the end values."""
     if sigma <= 0 or len(scores) < 2:
         return scores
-    radius = max(1, int(4 * sigma + 0.5))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(scores.dtype).view(1, 1, -1)
-    padded = F.pad(scores.view(1, 1, -1), (radius, radius), mode="replicate")
-    return F.conv1d(padded, kernel).view(-1)
+    smooth = gaussian_filter1d(scores.detach().cpu().double().numpy(), sigma, mode="nearest")
+    return torch.from_numpy(smooth).to(scores)
 
 
 @dataclass

@@ -56,7 +56,6 @@ class AiVadModule(L.LightningModule):
         plots: bool = True,
         max_plots: int = 50,
         expect_init_from: bool = False,
-        torch_threads: int | None = 1,
     ) -> None:
         super().__init__()
         if loss is not None or optimizer is not None or scheduler is not None:
@@ -70,7 +69,6 @@ class AiVadModule(L.LightningModule):
         self.plots = plots
         self.max_plots = max_plots
         self.expect_init_from = expect_init_from
-        self.torch_threads = torch_threads
         self.scores = FrameScoreCollector()
         self.train_regions = 0
         self.train_frames = 0
@@ -78,15 +76,6 @@ class AiVadModule(L.LightningModule):
     def forward(self, clips: torch.Tensor):
         """AiVadNet's forward: features in training mode, scores in eval mode."""
         return self.net(clips)
-
-    def setup(self, stage: str) -> None:
-        """Set torch's intra-op threads for this process (None leaves them alone).
-
-        The per-region work is thousands of tiny tensor ops; on a busy 2-core machine two
-        threads made them 12x slower than one (threads spin waiting for a free core).
-        """
-        if self.torch_threads:
-            torch.set_num_threads(self.torch_threads)
 
     def configure_optimizers(self) -> None:
         """No optimizer: the density estimators are fitted, not trained."""
