@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from avlab.audio import write_wav
-from avlab.run import CONFIG_KEY, build_module
+from avlab.checkpoints import load_checkpoint
+from avlab.run import build_module
 from avlab.tasks.tts.data import SAMPLE_RATE, TextFrontEnd
 from avlab.tasks.tts.module import SYMBOLS_KEY, TTSModule
 from avlab.tasks.tts.vocoder import griffin_lim
@@ -25,18 +25,12 @@ from avlab.tasks.tts.vocoder import griffin_lim
 def load_tts_checkpoint(path: str | Path) -> TTSModule:
     """A TTSModule rebuilt from the config stored in its checkpoint, with its weights and symbols.
 
-    Loads with weights_only=True; one small function, so run.py's validated loader can replace it.
+    Goes through avlab's one checkpoint loader: weights only, every stored `_target_` checked
+    before anything is built, and a checkpoint of another task refused.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt={path}: no such checkpoint file")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if CONFIG_KEY not in checkpoint:
-        raise ValueError(f"{path}: no avlab config stored in this checkpoint")
-    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    target = cfg.model.module.get("_target_")
-    if target != f"{TTSModule.__module__}.{TTSModule.__name__}":
-        raise ValueError(f"{path}: a checkpoint of {target}, not of the TTS task")
+    checkpoint, cfg = load_checkpoint(
+        path, "ckpt", expect_module=f"{TTSModule.__module__}.{TTSModule.__name__}"
+    )
     cfg.model.init_from = None
     module = build_module(cfg)
     module.load_state_dict(checkpoint["state_dict"])
