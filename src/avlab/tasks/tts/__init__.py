@@ -1,0 +1,1 @@
+"""Text-to-speech: a small autoregressive text-to-mel model trained on LJSpeech-layout data."""
