@@ -31,6 +31,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+import torchaudio
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
@@ -259,6 +260,21 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def make_frontend(sample_rate: int = 16_000, n_mels: int = 80) -> LogMel:
+    """The log-mel front end: 25 ms windows, 10 ms hop."""
+    return LogMel(sample_rate, n_mels=n_mels, n_fft=400, hop_length=160)
+
+
+def input_features(wave: torch.Tensor, features: str, frontend: LogMel) -> torch.Tensor:
+    """A 16 kHz waveform as model input: (frames, n_mels) log-mel normalised per utterance
+    and mel bin, or (samples, 1) normalised waveform."""
+    if features == "waveform":
+        return ((wave - wave.mean()) / (wave.std() + 1e-5)).unsqueeze(-1).contiguous()
+    with torch.no_grad():
+        mel = frontend(wave).T
+    return ((mel - mel.mean(0)) / (mel.std(0) + 1e-5)).contiguous()
+
+
 def _synthesizer():
     """The default dataset generator (imported lazily: only needed when generating)."""
     from avlab.tasks.pronunciation.synth import write_l2arctic
@@ -305,6 +321,7 @@ class PronunciationDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.sets: dict[str, PronunciationSet] = {}
         self.report = ReadReport()
+        self._resamplers: dict[int, torchaudio.transforms.Resample] = {}
 
     def prepare_data(self) -> None:
         """Generate the default dataset if it is missing; a real dataset is only read."""
@@ -337,7 +354,7 @@ class PronunciationDataModule(L.LightningDataModule):
                     f"{self.root}: no annotated utterances for the {split} speakers "
                     f"{self.speakers[split] or 'all others'}"
                 )
-        frontend = LogMel(self.sample_rate, n_mels=self.n_mels, n_fft=400, hop_length=160)
+        frontend = make_frontend(self.sample_rate, self.n_mels)
         self.sets = {
             s: PronunciationSet([self._item(u, frontend) for u in us]) for s, us in by_split.items()
         }
@@ -351,21 +368,27 @@ class PronunciationDataModule(L.LightningDataModule):
 
     def _item(self, utt: Utterance, frontend: LogMel) -> dict[str, Any]:
         """Decode one utterance and compute its input features."""
-        audio, _ = read_wav(utt.wav, self.sample_rate)
-        wave = torch.from_numpy(np.ascontiguousarray(audio))
-        if self.features == "waveform":
-            feats = ((wave - wave.mean()) / (wave.std() + 1e-5)).unsqueeze(-1)
-        else:
-            with torch.no_grad():
-                mel = frontend(wave).T  # (frames, n_mels)
-            feats = (mel - mel.mean(0)) / (mel.std(0) + 1e-5)
-        n_frames = int(np.ceil(len(audio) / (FRAME_SECONDS * self.sample_rate)))
+        audio, rate = read_wav(utt.wav)
+        n_frames = int(
+            np.ceil(len(audio) * self.sample_rate / rate / (FRAME_SECONDS * self.sample_rate))
+        )
+        wave = self._resample(torch.from_numpy(np.ascontiguousarray(audio)), rate)
         return {
-            "features": feats.contiguous(),
+            "features": input_features(wave, self.features, frontend),
             "utt": utt.utt,
             "frame_phones": frame_phones(utt, n_frames),
             **encode(utt),
         }
+
+    def _resample(self, wave: torch.Tensor, rate: int) -> torch.Tensor:
+        """To `sample_rate` with torchaudio's band-limited resampler, its kernel built once per
+        rate: the same samples as read_wav(path, sample_rate), ~10x faster over a corpus."""
+        if rate == self.sample_rate:
+            return wave
+        if rate not in self._resamplers:
+            self._resamplers[rate] = torchaudio.transforms.Resample(rate, self.sample_rate)
+        with torch.no_grad():
+            return self._resamplers[rate](wave)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

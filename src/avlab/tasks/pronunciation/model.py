@@ -37,6 +37,7 @@ class PronunciationOutput:
     frame_lengths: torch.Tensor  # (B,)
     decision_logits: torch.Tensor  # (B, N, 3)
     diagnosis_logits: torch.Tensor  # (B, N, 39)
+    frame_logits: torch.Tensor | None = None  # (B, T', 40) per-frame phone (0 = silence)
 
 
 def padding_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
@@ -249,6 +250,9 @@ class PronunciationNet(nn.Module):
             self.text_layers = nn.ModuleList(_decoder_layer(*args) for _ in range(n))
         self.norm_rec, self.norm_det = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.ctc_head = nn.Linear(dim, N_PHONES + 1)
+        # Frame-level phone classes from annotation times: its own head, so the CTC head stays
+        # free to spike (sharing one head made CTC split long phones into repeats).
+        self.frame_head = nn.Linear(dim, N_PHONES + 1)
         self.decision_head = nn.Linear(dim, N_DECISIONS)
         self.diagnosis_head = nn.Linear(dim, N_PHONES)
 
@@ -272,7 +276,11 @@ class PronunciationNet(nn.Module):
         rec, det = self._tasks(audio, mask_a, text, mask_t)
         rec, det = self.norm_rec(rec), self.norm_det(det)
         return PronunciationOutput(
-            self.ctc_head(rec), frames, self.decision_head(det), self.diagnosis_head(det)
+            self.ctc_head(rec),
+            frames,
+            self.decision_head(det),
+            self.diagnosis_head(det),
+            self.frame_head(rec),
         )
 
     def _tasks(

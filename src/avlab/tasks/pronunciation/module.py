@@ -7,10 +7,13 @@ term uses times every L2-ARCTIC annotation carries; it gets CTC past its long al
 in a few hundred CPU steps (frame_weight=0 turns it off).
 
 Logged per val/test epoch (held-out speakers): `per` (greedy CTC phones against the perceived
-phones, silences removed), MDD from the detection heads (`mdd_precision`, `mdd_recall`,
-`mdd_f1`, `diagnosis_acc`; see metrics.py), the same from the CTC phones aligned to the
-canonical ones (`mdd_f1_ctc`), and the per-phone 3-way decision's `error_acc`,
-`error_f1_weighted`, `error_f1_macro`. Each validation epoch also logs a sample table.
+phones, silences removed); MDD by the standard definitions (`mdd_precision`, `mdd_recall`,
+`mdd_f1`, `diagnosis_acc`; see metrics.py) from `mdd_source`: `ctc` (the recognised phones
+aligned to the canonical ones, as the literature scores it) or `heads` (the per-phone
+detection and diagnosis heads), with the other source's F1 as `mdd_f1_heads` / `mdd_f1_ctc`;
+and the detection head's per-phone 3-way decision (correct / substituted / deleted):
+`error_acc`, `error_f1_weighted`, `error_f1_macro`. Each validation epoch also logs a sample
+table.
 """
 
 from __future__ import annotations
@@ -48,16 +51,51 @@ def ctc_loss(
 def frame_loss(
     out: PronunciationOutput, frame_phones: torch.Tensor, lengths: torch.Tensor
 ) -> torch.Tensor:
-    """CE of the CTC head's frames against the phone heard at each frame's centre (0 = blank)."""
-    steps = out.ctc_logits.shape[1]
+    """CE of the frame head against the phone heard at each frame's centre (0 = silence)."""
+    steps = out.frame_logits.shape[1]
     k = torch.arange(steps, device=lengths.device)[None, :] + 0.5
     scale = lengths[:, None].float() / out.frame_lengths[:, None].clamp(min=1).float()
     index = (k * scale).long().clamp(max=frame_phones.shape[1] - 1)
     targets = frame_phones.gather(1, index)
     targets = targets.masked_fill(k >= out.frame_lengths[:, None], IGNORE)
     return F.cross_entropy(
-        out.ctc_logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE
+        out.frame_logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE
     )
+
+
+def augment(
+    features: torch.Tensor,
+    lengths: torch.Tensor,
+    warp: float = 0.1,
+    freq_masks: int = 2,
+    freq_width: int = 8,
+    time_masks: int = 2,
+    time_width: int = 10,
+) -> torch.Tensor:
+    """Training-time log-mel augmentation: each utterance's mel axis stretched by a factor in
+    [1 - warp, 1 + warp] (a cheap vocal-tract-length perturbation: new speakers), then SpecAugment
+    frequency and time masks (set to 0, the normalised mean). Waveforms pass unchanged."""
+    if features.shape[-1] == 1:
+        return features
+    out = features.clone()
+    n_mels = features.shape[-1]
+    for b in range(features.shape[0]):
+        t = int(lengths[b])
+        if warp > 0:
+            size = max(1, round(n_mels * (1 + (2 * torch.rand(()) - 1) * warp).item()))
+            # (1, frames, mels): frames act as channels, so the mel axis is what stretches
+            warped = F.interpolate(out[b : b + 1, :t], size=size, mode="linear")[0, :, :n_mels]
+            out[b, :t] = 0.0
+            out[b, :t, : warped.shape[1]] = warped
+        for _ in range(freq_masks):
+            width = int(torch.randint(0, freq_width + 1, ()))
+            start = int(torch.randint(0, max(1, n_mels - width), ()))
+            out[b, :t, start : start + width] = 0.0
+        for _ in range(time_masks):
+            width = min(int(torch.randint(0, time_width + 1, ())), t // 10)
+            start = int(torch.randint(0, max(1, t - width), ()))
+            out[b, start : start + width] = 0.0
+    return out
 
 
 def greedy_ctc(out: PronunciationOutput) -> list[list[str]]:
@@ -103,8 +141,14 @@ class PronunciationModule(L.LightningModule):
         frame_weight: float = 0.5,
         encoder_lr: float | None = None,
         sample_rows: int = 3,
+        mdd_source: str = "ctc",
+        augmentation: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if mdd_source not in ("ctc", "heads"):
+            raise ValueError(f"mdd_source must be ctc or heads, got {mdd_source!r}")
+        self.mdd_source = mdd_source
+        self.augmentation = augmentation
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -175,6 +219,13 @@ class PronunciationModule(L.LightningModule):
         return losses
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self.augmentation is not None:
+            batch = {
+                **batch,
+                "features": augment(
+                    batch["features"], batch["features_lengths"], **self.augmentation
+                ),
+            }
         losses = self._losses(batch, self(batch))
         size = len(batch["utt"])
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=size)
@@ -248,9 +299,12 @@ class PronunciationModule(L.LightningModule):
         """Compute, log and reset the epoch's metrics."""
         metrics = {f"{stage}/{k}": v for k, v in self.decision_metrics[stage].compute().items()}
         metrics[f"{stage}/per"] = self.per[stage].compute()
-        heads, ctc = self._mdd.pop(stage, (MDDCounts(), MDDCounts()))
-        metrics.update({f"{stage}/{k}": v for k, v in heads.scores().items()})
-        metrics[f"{stage}/mdd_f1_ctc"] = ctc.scores()["mdd_f1"]
+        counts = dict(
+            zip(("heads", "ctc"), self._mdd.pop(stage, (MDDCounts(), MDDCounts())), strict=True)
+        )
+        other = "heads" if self.mdd_source == "ctc" else "ctc"
+        metrics.update({f"{stage}/{k}": v for k, v in counts[self.mdd_source].scores().items()})
+        metrics[f"{stage}/mdd_f1_{other}"] = counts[other].scores()["mdd_f1"]
         self.decision_metrics[stage].reset()
         self.per[stage].reset()
         self.log_dict({k: float(v) for k, v in metrics.items()}, prog_bar=stage == "val")
