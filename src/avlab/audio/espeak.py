@@ -244,7 +244,7 @@ def synthesize_arpabet(
     starts: list[int] = []
     sounding = [i for i, e in enumerate(events) if not e.is_pause]
     k = 0
-    for j, i in enumerate(sounding):
+    for i in sounding:
         name = _bare(events[i].name)
         if k < len(expected) and name == expected[k]:
             starts.append(i)
