@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from avlab.audio.phones import ARPABET
 from avlab.run import evaluate, train
+from avlab.tasks.pronunciation.transcribe import transcribe
 from tests.conftest import REPO, compose_config
 
 METRICS = (
@@ -40,6 +42,7 @@ def test_each_variant_composes_and_trains_a_step(make_cfg, variant):
     assert {f"test/{m}" for m in METRICS} <= set(metrics)
 
 
+@pytest.mark.slow
 def test_short_run_logs_samples_and_eval_reproduces_its_test_metrics(
     make_cfg, tmp_path, data_dir, caplog
 ):
@@ -47,6 +50,7 @@ def test_short_run_logs_samples_and_eval_reproduces_its_test_metrics(
         "experiment=pronunciation",
         "model=pron_simple",
         "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3",
         "trainer.num_sanity_val_steps=0",
         "trainer.log_every_n_steps=1",
     )
@@ -65,6 +69,11 @@ def test_short_run_logs_samples_and_eval_reproduces_its_test_metrics(
     assert {f"test/{m}" for m in METRICS} <= set(tested)
     for name, value in tested.items():
         assert result["metrics"][name] == pytest.approx(value, abs=1e-6), name
+
+    # The checkpoint transcribes a wav file on its own (phones the model hears).
+    wav = next(Path(cfg.data.root).glob("TLV/wav/*.wav"))
+    phones = transcribe(out / "checkpoints/best.ckpt", wav)
+    assert isinstance(phones, list) and set(phones) <= set(ARPABET)
 
 
 @pytest.mark.slow
