@@ -85,7 +85,7 @@ def parse_label(raw: str) -> PhoneLabel | None:
     `AH0` correct; `DH,D,s` substitution; `T,sil,d` deletion; `sil,AH,a` addition. Case, stress
     digits, `*`, stray spaces are tolerated; `err` is an unclassifiable perceived phone; ax -> ah.
     """
-    parts = [p for p in raw.split(",")]
+    parts = raw.split(",")
     if len(parts) == 1:
         phone = _phone(parts[0], raw)
         return None if phone == SILENCE else PhoneLabel(phone, phone)
@@ -161,7 +161,8 @@ def read_annotation(path: Path) -> list[tuple[PhoneLabel, float, float]]:
 
 @dataclass
 class ReadReport:
-    """What reading a corpus found: utterances per speaker and every skipped file with why."""
+    """What reading a corpus found: every skipped annotation file (with why) and how many
+    recordings have no annotation (those are not used)."""
 
     skipped: list[str] = field(default_factory=list)
     unannotated: int = 0
