@@ -182,3 +182,17 @@ def test_generated_corpus_is_read_by_the_same_reader(tmp_path):
     assert 0.05 < errors / canonical < 0.25
     _, rate = read_wav(utterances[0].wav)
     assert rate == 44100
+
+
+def test_espeak_speaks_arpabet_phones_with_their_times_in_order():
+    from avlab.audio.espeak import synthesize_arpabet
+
+    words = [["DH", "AH"], ["B", "ER", "CH"], ["K", "AH", "N", "UW"]]
+    audio, timed = synthesize_arpabet(words)
+    assert [p for p, _, _ in timed] == [p for w in words for p in w]
+    starts = [s for _, s, _ in timed]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    assert all(end > start for _, start, end in timed) and timed[-1][2] <= len(audio)
+    # The speech lies between the first phone's start and the last one's end.
+    inside = audio[timed[0][1] : timed[-1][2]].astype(float)
+    assert np.abs(inside).mean() > 10 * (np.abs(audio[: timed[0][1]].astype(float)).mean() + 1)
