@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from avlab.audio import read_wav
+from avlab.checkpoints import load_checkpoint as load_validated_checkpoint
 from avlab.tasks.pronunciation.data import PHONE_ID, input_features, make_frontend
 from avlab.tasks.pronunciation.model import PronunciationNet
 from avlab.tasks.pronunciation.module import greedy_ctc
@@ -18,11 +20,10 @@ NET_TARGET = f"{PronunciationNet.__module__}.{PronunciationNet.__name__}"
 
 
 def load_checkpoint(path: str | Path) -> tuple[PronunciationNet, dict[str, Any]]:
-    """The trained network (eval mode) and the run's data config from an avlab checkpoint."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    config = checkpoint.get("avlab_config")
-    if config is None:
-        raise ValueError(f"{path}: not an avlab checkpoint (no stored config)")
+    """The trained network (eval mode) and the run's data config from an avlab checkpoint
+    (read through avlab's one validated checkpoint loader)."""
+    checkpoint, stored = load_validated_checkpoint(path, "ckpt")
+    config = OmegaConf.to_container(stored)
     net_cfg = dict(config["model"]["net"])
     if net_cfg.pop("_target_", None) != NET_TARGET:
         raise ValueError(f"{path}: not a pronunciation checkpoint (model.net is not {NET_TARGET})")
