@@ -77,3 +77,19 @@ def _accepts(partial_fn: Callable[..., Any], name: str) -> bool:
         return name in inspect.signature(func).parameters
     except (TypeError, ValueError):
         return False
+
+
+def module_optimizers(module: Any, params: Iterable[Any]) -> dict[str, Any]:
+    """Lightning's optimizer config for a task module built by avlab.run.build_module.
+
+    The module holds the optimizer and scheduler partials (`optimizer_factory`,
+    `scheduler_factory`) and `scheduler_interval`; schedules run over the trainer's estimated
+    optimizer steps.
+    """
+    return configure_optimizers(
+        params,
+        module.optimizer_factory,
+        module.scheduler_factory,
+        total_steps=module.trainer.estimated_stepping_batches,
+        interval=module.scheduler_interval,
+    )

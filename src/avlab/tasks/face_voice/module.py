@@ -11,7 +11,7 @@ from torchmetrics.functional.classification import binary_roc
 
 from avlab.losses import SymmetricInfoNCE
 from avlab.media import log_figure, roc_figure, similarity_matrix_figure
-from avlab.optim import configure_optimizers, decay_groups
+from avlab.optim import decay_groups, module_optimizers
 from avlab.tasks.face_voice.metrics import cross_modal_metrics
 from avlab.tasks.face_voice.model import FaceVoiceNet, FaceVoiceOutput
 
@@ -128,10 +128,4 @@ class FaceVoiceModule(L.LightningModule):
         return self.all_gather(tensor).flatten(0, 1)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return configure_optimizers(
-            decay_groups(self),
-            self.optimizer_factory,
-            self.scheduler_factory,
-            total_steps=self.trainer.estimated_stepping_batches,
-            interval=self.scheduler_interval,
-        )
+        return module_optimizers(self, decay_groups(self))

@@ -30,7 +30,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.text import WordErrorRate
 
 from avlab.audio.phones import ARPABET
-from avlab.optim import configure_optimizers
+from avlab.optim import module_optimizers
 from avlab.tasks.pronunciation.data import CORRECT, DELETED, IGNORE, SUBSTITUTED
 from avlab.tasks.pronunciation.metrics import MDDCounts
 from avlab.tasks.pronunciation.model import N_DECISIONS, PronunciationNet, PronunciationOutput
@@ -330,13 +330,7 @@ class PronunciationModule(L.LightningModule):
                 logger.experiment.add_text("val/samples", table, self.current_epoch)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return configure_optimizers(
-            self._parameter_groups(),
-            self.optimizer_factory,
-            self.scheduler_factory,
-            total_steps=self.trainer.estimated_stepping_batches,
-            interval=self.scheduler_interval,
-        )
+        return module_optimizers(self, self._parameter_groups())
 
     def _parameter_groups(self) -> list[dict[str, Any]]:
         """Encoder and the rest (the encoder at `encoder_lr` when set), each split into decayed

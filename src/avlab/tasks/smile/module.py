@@ -19,7 +19,7 @@ from torchmetrics.classification import (
 
 from avlab.losses import MaskedMultiTaskLoss
 from avlab.media import confusion_matrix_figure, log_figure, roc_figure
-from avlab.optim import configure_optimizers
+from avlab.optim import module_optimizers
 from avlab.tasks.smile.model import EMOTIONS, NUM_EMOTIONS, SmileEmotionNet, SmileOutput
 
 
@@ -187,13 +187,7 @@ class SmileEmotionModule(L.LightningModule):
         self._log_pictures()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return configure_optimizers(
-            self._parameter_groups(),
-            self.optimizer_factory,
-            self.scheduler_factory,
-            total_steps=self.trainer.estimated_stepping_batches,
-            interval=self.scheduler_interval,
-        )
+        return module_optimizers(self, self._parameter_groups())
 
     def _parameter_groups(self) -> list[dict[str, Any]]:
         """The network with the configured weight decay; the loss's learnable uncertainty terms

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import BinaryF1Score
 
 from avlab.audio import write_wav
-from avlab.optim import configure_optimizers
+from avlab.optim import decay_groups, module_optimizers
 from avlab.tasks.tts.data import SAMPLE_RATE
 from avlab.tasks.tts.metrics import duration_summary, mcd_dtw
 from avlab.tasks.tts.model import TTSNet, TTSOutput
@@ -452,18 +452,4 @@ class TTSModule(L.LightningModule):
                 log.warning("could not log media to %s: %s", name, err)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return configure_optimizers(
-            self._parameter_groups(),
-            self.optimizer_factory,
-            self.scheduler_factory,
-            total_steps=self.trainer.estimated_stepping_batches,
-            interval=self.scheduler_interval,
-        )
-
-    def _parameter_groups(self) -> list[dict[str, Any]]:
-        """Weight decay on weight matrices and kernels only (not biases or loss log-variances)."""
-        decay, no_decay = [], []
-        for param in self.parameters():
-            if param.requires_grad:
-                (decay if param.ndim >= 2 else no_decay).append(param)
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return module_optimizers(self, decay_groups(self))
