@@ -401,3 +401,13 @@ def test_archive_restore_eval_reproduces_the_archived_metrics(tmp_path, data_dir
     assert tested and manifest["metrics"] == pytest.approx(record["metrics"])
     for name, value in tested.items():
         assert result["metrics"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+
+
+def test_whole_metric_names_settle_what_their_words_cannot():
+    from avlab.experiments.runs import metric_direction
+
+    assert metric_direction("test/error_acc") == "max"
+    assert metric_direction("test/error_f1_macro") == "max"
+    assert metric_direction("test/stop_failures") == "min"
+    assert metric_direction("test/per") == "min"
+    assert metric_direction("test/n_frames") is None

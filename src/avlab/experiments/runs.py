@@ -52,6 +52,11 @@ METRIC_DIRECTIONS: dict[str, str] = {
         ],
         "max",
     ),
+    # Whole metric names whose words disagree or say nothing (error_acc is an accuracy).
+    **dict.fromkeys(
+        ["error_acc", "error_f1_weighted", "error_f1_macro", "focus_rate", "duration_ok"], "max"
+    ),
+    "stop_failures": "min",
 }
 # Logged for reference, not scores to rank by (e.g. the loss of a model that learnt nothing).
 NOT_SCORES = ("loss_chance",)
@@ -62,6 +67,8 @@ def metric_direction(name: str) -> str | None:
     leaf = name.rsplit("/", 1)[-1].lower()
     if leaf in NOT_SCORES:
         return None
+    if leaf in METRIC_DIRECTIONS:
+        return METRIC_DIRECTIONS[leaf]
     found = {METRIC_DIRECTIONS[w] for w in leaf.split("_") if w in METRIC_DIRECTIONS}
     return found.pop() if len(found) == 1 else None
 
