@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,3 +65,22 @@ def make_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
         )
 
     return make
+
+
+def run_train_py(tmp_path: Path, *overrides: str) -> dict:
+    """Run `train.py` as a user would (a subprocess, outputs and data under tmp_path) and return
+    the one run's metrics.json record; a failed run fails with the end of its stderr."""
+    env = {**os.environ, "AVLAB_ROOT": str(REPO), "WANDB_MODE": "disabled"}
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        *overrides,
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+    ]
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, timeout=1800, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [path] = list((tmp_path / "logs").rglob("metrics.json"))
+    return json.loads(path.read_text())

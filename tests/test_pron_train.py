@@ -4,12 +4,8 @@ and (slow) the default run reaches the issue's bars on held-out speakers."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +13,7 @@ import pytest
 from avlab.audio.phones import ARPABET
 from avlab.run import evaluate, train
 from avlab.tasks.pronunciation.transcribe import transcribe
-from tests.conftest import REPO, compose_config
+from tests.conftest import compose_config, run_train_py
 
 METRICS = (
     "per",
@@ -78,20 +74,7 @@ def test_short_run_logs_samples_and_eval_reproduces_its_test_metrics(
 
 @pytest.mark.slow
 def test_default_run_reaches_the_bars_on_held_out_speakers(tmp_path):
-    env = {**os.environ, "AVLAB_ROOT": str(REPO), "WANDB_MODE": "disabled"}
-    cmd = [
-        sys.executable,
-        str(REPO / "train.py"),
-        "experiment=pronunciation",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
-    ]
-    result = subprocess.run(
-        cmd, capture_output=True, text=True, env=env, timeout=1800, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    [path] = list((tmp_path / "logs").rglob("metrics.json"))
-    record = json.loads(path.read_text())
+    record = run_train_py(tmp_path, "experiment=pronunciation")
     metrics = record["metrics"]
     assert record["status"] == "completed"
     assert metrics["test/per"] <= 0.15, metrics
