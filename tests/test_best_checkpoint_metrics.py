@@ -28,6 +28,9 @@ class Scripted(L.LightningModule):
         self.log("val/loss", SCRIPTED_VAL_LOSS[epoch])
         self.log("val/acc", 0.1 * (epoch + 1))
 
+    def test_step(self, batch, batch_idx):
+        self.log("test/loss", self.layer(batch[0]).pow(2).mean())
+
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
@@ -50,3 +53,25 @@ def test_best_val_metrics_are_those_of_the_best_epoch(tmp_path):
     saved = torch.load(tmp_path / "last.ckpt", weights_only=True)["callbacks"]
     state = next(v for k, v in saved.items() if "FiniteModelCheckpoint" in k)
     assert state["best_val_metrics"] == pytest.approx({"val/loss": 0.5, "val/acc": 0.2})
+
+
+def test_best_checkpoint_carries_its_own_val_metrics_through_test(tmp_path):
+    """`trainer.test(ckpt_path=best)` restores the callback from best.ckpt: the file must hold
+    the best epoch's metrics (it once held the previous best's, written before the update)."""
+    data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
+    checkpoint = FiniteModelCheckpoint(
+        dirpath=tmp_path, filename="best", monitor="val/loss", mode="min", save_last=True
+    )
+    trainer = L.Trainer(
+        max_epochs=len(SCRIPTED_VAL_LOSS),
+        callbacks=[checkpoint],
+        logger=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(Scripted(), data, data)
+    saved = torch.load(tmp_path / "best.ckpt", weights_only=True)["callbacks"]
+    state = next(v for k, v in saved.items() if "FiniteModelCheckpoint" in k)
+    assert state["best_val_metrics"] == pytest.approx({"val/loss": 0.5, "val/acc": 0.2})
+    trainer.test(Scripted(), data, ckpt_path=str(tmp_path / "best.ckpt"), weights_only=True)
+    assert checkpoint.best_val_metrics == pytest.approx({"val/loss": 0.5, "val/acc": 0.2})

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
@@ -35,14 +36,28 @@ class FiniteModelCheckpoint(ModelCheckpoint):
     def _update_best_and_save(
         self, current: Tensor, trainer: L.Trainer, monitor_candidates: dict[str, Tensor]
     ) -> None:
-        """Save a new top-k checkpoint; when it is the best, remember its validation metrics."""
-        super()._update_best_and_save(current, trainer, monitor_candidates)
-        if self.best_model_score is not None and bool(self.current_score == self.best_model_score):
+        """Save a new top-k checkpoint; when it is the best, remember its validation metrics.
+
+        The metrics are recorded before the save, because the save writes this callback's state
+        into the checkpoint itself, and `trainer.test(ckpt_path=best)` restores it from there.
+        """
+        previous = self.best_val_metrics
+        if self._would_be_best(current):
             self.best_val_metrics = {
                 name: float(value)
                 for name, value in monitor_candidates.items()
                 if name.startswith("val/")
             }
+        super()._update_best_and_save(current, trainer, monitor_candidates)
+        if self.best_model_score is None or bool(self.current_score != self.best_model_score):
+            self.best_val_metrics = previous
+
+    def _would_be_best(self, current: Tensor) -> bool:
+        """Whether `current` beats the best score so far (ties keep the earlier checkpoint)."""
+        if self.best_model_score is None:
+            return True
+        better = {"min": torch.lt, "max": torch.gt}[self.mode]
+        return bool(better(current, self.best_model_score.to(current.device)))
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "best_val_metrics": self.best_val_metrics}
