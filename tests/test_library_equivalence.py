@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
+from torchmetrics.functional.classification import binary_roc
 
 from avlab.callbacks.grad_norm import total_grad_norm
 from avlab.callbacks.nan_guard import finite_flag
+from avlab.tasks.face_voice.metrics import equal_error_rate
 from avlab.tasks.vad.metrics import gaussian_smooth
 
 
@@ -52,3 +55,31 @@ def test_finite_flag_still_finds_a_single_nan_or_inf():
         poisoned = [t.clone() for t in clean]
         poisoned[1][3] = bad
         assert not bool(finite_flag(poisoned)), bad
+
+
+def _old_equal_error_rate(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The hand-written EER that torchmetrics' binary_eer replaced (interpolated crossing)."""
+    fpr, tpr, _ = binary_roc(scores, labels)
+    gap = fpr - (1.0 - tpr)
+    i = int(torch.nonzero(gap >= 0)[0])
+    if i == 0 or gap[i] == 0:
+        return fpr[i]
+    t = gap[i - 1].abs() / (gap[i - 1].abs() + gap[i])
+    return fpr[i - 1] + t * (fpr[i] - fpr[i - 1])
+
+
+@pytest.mark.parametrize("people", [8, 40, 120])
+def test_torchmetrics_eer_matches_the_hand_written_one_on_face_voice_sized_pairs(people):
+    """All (voice, face) pairs of a split of `people` identities, two items each: the two EERs
+    agree within one positive pair's share of the ROC (the interpolation step)."""
+    generator = torch.Generator().manual_seed(people)
+    ids = torch.arange(people).repeat_interleave(2)
+    voice = torch.nn.functional.normalize(torch.randn(len(ids), 16, generator=generator), dim=1)
+    face = torch.nn.functional.normalize(
+        voice + 0.9 * torch.randn(voice.shape, generator=generator), dim=1
+    )
+    scores = (voice @ face.T).flatten()
+    labels = (ids[:, None] == ids[None, :]).flatten().long()
+    new, old = float(equal_error_rate(scores, labels)), float(_old_equal_error_rate(scores, labels))
+    assert 0.05 < old < 0.45  # neither trivial nor chance: the crossing lies inside the ROC
+    assert abs(new - old) <= 1.0 / int(labels.sum()), (new, old)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
 
 log = logging.getLogger(__name__)
 
@@ -147,3 +148,14 @@ def seeded_split(n: int, fractions: tuple[float, float], seed: int) -> dict[str,
         "test": np.sort(order[n_val : n_val + n_test]),
         "train": np.sort(order[n_val + n_test :]),
     }
+
+
+def make_loader(dataset: Dataset, num_workers: int = 0, **kwargs: Any) -> DataLoader:
+    """The DataLoader every task builds: workers kept alive across epochs when there are any.
+
+    `kwargs` go to DataLoader unchanged (batch_size, shuffle, sampler, collate_fn, drop_last).
+    Under DDP Lightning swaps in a DistributedSampler itself, so nothing here is rank-aware.
+    """
+    return DataLoader(
+        dataset, num_workers=num_workers, persistent_workers=num_workers > 0, **kwargs
+    )

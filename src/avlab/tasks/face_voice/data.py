@@ -25,7 +25,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from avlab.audio import read_wav
-from avlab.data_utils import DatasetError, ensure_generated, read_image_rgb, seeded_split
+from avlab.data_utils import (
+    DatasetError,
+    ensure_generated,
+    make_loader,
+    read_image_rgb,
+    seeded_split,
+)
 
 log = logging.getLogger(__name__)
 
@@ -443,6 +449,4 @@ class FaceVoiceDataModule(L.LightningDataModule):
         return self._loader(dataset, batch_size=self.batch_size, shuffle=False)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        return DataLoader(
-            dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs
-        )
+        return make_loader(dataset, self.num_workers, **kwargs)

@@ -7,7 +7,7 @@ with labels (Ng,); similarity is the dot product (cosine, since embeddings are n
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.classification import binary_auroc, binary_roc
+from torchmetrics.functional.classification import binary_auroc, binary_eer
 
 _CHUNK = 64  # queries per block in the 1:2 count: bounds memory at CHUNK x Ng x Ng booleans
 
@@ -55,7 +55,9 @@ def recall_at_k(
     The gallery holds one entry per identity (the mean of its gallery items); a k at least
     the gallery's size gives 1. Ties count against the query: an entry scoring the same as
     the query's own ranks above it, so a collapsed model (all embeddings equal) scores 0 for
-    every k below the gallery size, not 1.
+    every k below the gallery size, not 1. This is why it is not torchmetrics'
+    `retrieval_hit_rate`: that sorts the scores and lets a tie fall in index order, so a
+    collapsed model would score whatever the order of the gallery gives it.
     """
     entries, entry_ids = identity_gallery(gallery, gallery_ids)
     scores = query @ entries.T
@@ -75,15 +77,14 @@ def verification(
 
 
 def equal_error_rate(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The error rate where false accepts equal false rejects, interpolated on the ROC curve."""
-    fpr, tpr, _ = binary_roc(scores, labels)
-    fnr = 1.0 - tpr
-    gap = fpr - fnr  # rises from -1 (accept nothing) to +1 (accept everything)
-    i = int(torch.nonzero(gap >= 0)[0])
-    if i == 0 or gap[i] == 0:
-        return fpr[i]
-    t = gap[i - 1].abs() / (gap[i - 1].abs() + gap[i])
-    return fpr[i - 1] + t * (fpr[i] - fpr[i - 1])
+    """The error rate where false accepts equal false rejects (torchmetrics' `binary_eer`).
+
+    torchmetrics takes the ROC point where the two rates are closest and averages them; our
+    earlier hand-written version interpolated between the two points around the crossing. They
+    differ by less than one pair's share of the ROC (tests/test_library_equivalence.py).
+    Scores outside [0, 1] are squashed by a sigmoid inside torchmetrics, which keeps the ROC.
+    """
+    return binary_eer(scores, labels.long())
 
 
 def cross_modal_metrics(

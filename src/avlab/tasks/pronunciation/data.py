@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from avlab.audio import LogMel, read_wav
 from avlab.audio.phones import ARPABET, SILENCE, normalize_phone
-from avlab.data_utils import DatasetError, ensure_generated
+from avlab.data_utils import DatasetError, ensure_generated, make_loader
 
 log = logging.getLogger(__name__)
 
@@ -401,11 +401,10 @@ class PronunciationDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        return make_loader(
             self.sets[split],
+            self.num_workers,
             batch_size=self.batch_size,
             shuffle=shuffle,
             collate_fn=collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
         )

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from avlab.audio import LogMel, read_wav
 from avlab.audio.io import resample
 from avlab.audio.phones import ARPABET, word_phones
-from avlab.data_utils import DatasetError, ensure_generated, seeded_split
+from avlab.data_utils import DatasetError, ensure_generated, make_loader, seeded_split
 
 log = logging.getLogger(__name__)
 
@@ -323,10 +323,4 @@ class TTSDataModule(L.LightningDataModule):
         return self._loader(data, batch_sampler=sampler)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        return DataLoader(
-            dataset,
-            collate_fn=collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            **kwargs,
-        )
+        return make_loader(dataset, self.num_workers, collate_fn=collate, **kwargs)
