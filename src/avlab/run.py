@@ -70,11 +70,55 @@ def apply_thread_policy(threads: int | None) -> int:
     return wanted
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX), from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+        [],
+    )
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: Any, accelerator: str | None) -> Any:
+    """`precision: auto` -> bf16-mixed where the hardware does bf16 natively, else 32-true.
+
+    A CUDA GPU that supports bf16 (Ampere and later), or a CPU with AVX-512 BF16 / AMX, gets
+    bf16 autocast; elsewhere bf16 would be emulated and slower than fp32. Any other value is
+    returned as it is. The choice is logged and written into the run's config.
+    """
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("gpu", "cuda") or (
+        accelerator in (None, "auto") and torch.cuda.is_available()
+    )
+    if on_gpu:
+        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        where = "this GPU"
+    else:
+        native = cpu_has_native_bf16()
+        where = "this CPU (AVX-512 BF16 / AMX)"
+    chosen = "bf16-mixed" if native else "32-true"
+    log.info(
+        "precision=auto: %s (%s %s bf16 natively)",
+        chosen,
+        where,
+        "does" if native else "does not do",
+    )
+    return chosen
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one configured run; returns the metrics written to metrics.json."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     apply_thread_policy(cfg.get("threads"))
+    if cfg.get("trainer") is not None and cfg.trainer.get("precision") == "auto":
+        with open_dict(cfg):
+            cfg.trainer.precision = resolve_precision("auto", cfg.trainer.get("accelerator"))
     L.seed_everything(cfg.seed, workers=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     _write_run_record(output_dir, cfg)
@@ -143,6 +187,10 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
     )
     if cfg.model.get("init_from"):
         init_from_checkpoint(module, cfg.model.init_from, cfg.model.module._target_)
+    if cfg.model.get("compile"):
+        # In place (nn.Module.compile): the state_dict keys, and so checkpoints, stay the same.
+        module.net.compile()
+        log.info("model.compile=true: %s compiled with torch.compile", type(module.net).__name__)
     return module
 
 
