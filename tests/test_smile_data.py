@@ -15,6 +15,7 @@ from avlab.tasks.smile.data import (
     Genki4kDataset,
     SmileClipDataset,
     SmileDataModule,
+    genki_image_path,
     read_clip_labels,
     read_fer2013_csv,
     read_genki_labels,
@@ -52,8 +53,20 @@ def test_genki_reads_labels_and_images_of_any_size(tmp_path):
     assert labels.shape == (3, 4) and labels[:, 0].tolist() == [1, 0, 1]
     dataset = Genki4kDataset(root, None, FrameTransform(image_size=32, seq_len=10))
     sample = dataset[2]
-    assert sample["frames"].shape == (10, 3, 32, 32)
+    assert sample["frames"].shape == (10, 1, 32, 32)
     assert sample["smile"].item() == 1.0 and sample["smile_mask"] and not sample["emotion_mask"]
+
+
+def test_genki_faces_are_decoded_once_and_give_the_same_frames(tmp_path):
+    root = _write_genki(tmp_path / "GENKI-4K", ["1 0 0 0", "0 0 0 0"])
+    dataset = Genki4kDataset(root, None, FrameTransform(image_size=32, seq_len=10))
+    uncached = Genki4kDataset(root, None, FrameTransform(image_size=32, seq_len=10), cache=False)
+    first = dataset[1]["frames"]
+    assert torch.equal(uncached[1]["frames"], first)
+    genki_image_path(root, 1).unlink()  # a second read would fail: the crop must come from memory
+    assert torch.equal(dataset[1]["frames"], first)
+    with pytest.raises(DatasetError, match="missing"):
+        uncached[1]
 
 
 def test_genki_bad_label_line_names_file_and_line(tmp_path):
@@ -127,7 +140,7 @@ def _write_clips(root: Path, rows: list[tuple[str, str, str, str]], frames: int 
 def test_clip_dataset_carries_both_labels(tmp_path):
     root = _write_clips(tmp_path / "c", [("a", "train", "0.8", "3"), ("b", "test", "0.1", "4")])
     sample = SmileClipDataset(root, "test", FrameTransform(image_size=32))[0]
-    assert sample["frames"].shape == (10, 3, 32, 32)
+    assert sample["frames"].shape == (10, 1, 32, 32)
     assert sample["smile"].item() == pytest.approx(0.1) and sample["emotion"].item() == 4
     assert sample["smile_mask"] and sample["emotion_mask"]
 

@@ -13,7 +13,18 @@ def test_outputs_per_sequence_and_per_frame():
     out = net(torch.randn(2, 10, 3, 48, 48))
     assert out.smile_logit.shape == (2,) and out.emotion_logits.shape == (2, 7)
     assert out.frame_smile_logit.shape == (2, 10) and out.frame_emotion_logits.shape == (2, 10, 7)
-    assert ((out.smile_intensity >= 0) & (out.smile_intensity <= 1)).all()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_one_grey_channel_scores_as_the_same_image_repeated_to_rgb(channels_last):
+    """The loaders hand over one grey channel; the network repeats it for its 3-channel encoder."""
+    torch.manual_seed(0)
+    net = SmileEmotionNet(lstm_hidden=32, channels_last=channels_last).eval()
+    grey = torch.randn(2, 4, 1, 48, 48)
+    with torch.no_grad():
+        one, three = net(grey), net(grey.expand(-1, -1, 3, -1, -1).contiguous())
+    assert torch.allclose(one.emotion_logits, three.emotion_logits, atol=1e-5)
+    assert torch.allclose(one.smile_logit, three.smile_logit, atol=1e-5)
 
 
 def test_temporal_model_sees_frame_order():

@@ -61,6 +61,7 @@ class SmileEmotionNet(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = timm_backbone(backbone, pretrained=pretrained, in_chans=in_chans)
+        self.in_chans = in_chans
         self.channels_last = channels_last
         if channels_last:
             self.encoder.to(memory_format=torch.channels_last)
@@ -77,11 +78,13 @@ class SmileEmotionNet(nn.Module):
         self.emotion_head = nn.Linear(2 * lstm_hidden, num_emotions)
 
     def forward(self, frames: torch.Tensor) -> SmileOutput:
-        """Score a batch of frame sequences (B, T, C, H, W)."""
+        """Score a batch of frame sequences (B, T, C, H, W); a grey C = 1 is repeated to `in_chans`."""
         if frames.ndim != 5:
             raise ValueError(f"frames must be (B, T, C, H, W), got shape {tuple(frames.shape)}")
         batch, steps = frames.shape[:2]
         images = frames.flatten(0, 1)
+        if images.shape[1] == 1 and self.in_chans != 1:
+            images = images.expand(-1, self.in_chans, -1, -1)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         features = self.encoder(images).view(batch, steps, -1)
