@@ -98,9 +98,9 @@ def _upload(page, elem_id: str, path: Path) -> None:
     page.wait_for_selector(f"#{elem_id} >> text={path.name}", timeout=TIMEOUT_MS)
 
 
-def _screenshot(page, tab: str) -> None:
+def _screenshot(page, tab: str, full_page: bool = True) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{tab}.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{tab}.png"), full_page=full_page)
 
 
 def test_every_tab_shows_what_the_backend_computed(served, inputs, page, tmp_path):
@@ -186,7 +186,8 @@ def test_wrong_uploads_show_an_error_in_the_page(served, page, tmp_path):
     toast = page.get_by_text(re.compile("notes.mp4: not a video OpenCV can read"))
     toast.first.wait_for(timeout=TIMEOUT_MS)
     assert page.get_by_text("Traceback").count() == 0
-    _screenshot(page, "wrong_upload")
+    page.wait_for_timeout(800)  # the toast slides in
+    _screenshot(page, "wrong_upload", full_page=False)  # the message floats over the page
 
     _open_tab(page, "Anomaly monitor")
     _upload(page, "vad-upload", bad["empty_zip"])

@@ -57,7 +57,11 @@ def shown_in_page(fn: Callable) -> Callable:
     def message(err: Exception) -> gr.Error:
         if not isinstance(err, ValueError | OSError | KeyError):
             log.exception("demo callback %s failed", fn.__name__)
-        return gr.Error(str(err) or type(err).__name__, print_exception=False)
+        return gr.Error(
+            str(err) or type(err).__name__,
+            duration=None,
+            print_exception=False,
+        )
 
     if inspect.isgeneratorfunction(fn):
 
