@@ -84,3 +84,58 @@ def run_train_py(tmp_path: Path, *overrides: str) -> dict:
     assert result.returncode == 0, result.stderr[-3000:]
     [path] = list((tmp_path / "logs").rglob("metrics.json"))
     return json.loads(path.read_text())
+
+
+# Tiny runs whose checkpoints the demo tests load: one or two steps each, no test pass.
+_SHORT_RUN = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    "test=false",
+    "+trainer.enable_progress_bar=false",
+]
+DEMO_RUNS = {
+    "smile": [
+        "experiment=smile_pretrain",
+        "data=smile_tiny",
+        "model.net.lstm_hidden=16",
+        *_SHORT_RUN,
+    ],
+    "vad": [
+        "experiment=aivad_scratch",
+        "data=vad_tiny",
+        "test=false",
+        "+trainer.enable_progress_bar=false",
+    ],
+    "tts": [
+        "experiment=tts",
+        "data=tts_tiny",
+        "model.module.free_running_val=1",
+        "model.module.media_examples=0",
+        *_SHORT_RUN,
+    ],
+    "pronunciation": [
+        "experiment=pronunciation",
+        "model=pron_simple",
+        "data=pronunciation_tiny",
+        *_SHORT_RUN,
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def demo_checkpoints(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Path]:
+    """Task key -> best checkpoint of a tiny real training run (once per session on the shared
+    `_tiny` data), and `<key>_data` -> the data folder that run read."""
+    from avlab.run import train
+
+    out = tmp_path_factory.mktemp("demo_runs")
+    found: dict[str, Path] = {}
+    for key, overrides in DEMO_RUNS.items():
+        cfg = compose_config("train", overrides, out / key, data_dir)
+        record = train(cfg)
+        assert record["status"] == "completed", (key, record)
+        found[key] = Path(record["best_checkpoint"])
+        found[f"{key}_data"] = Path(cfg.data.root)
+    return found

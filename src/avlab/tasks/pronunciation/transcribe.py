@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from avlab.audio import read_wav
 from avlab.checkpoints import load_checkpoint as load_validated_checkpoint
 from avlab.tasks.pronunciation.data import PHONE_ID, input_features, make_frontend
-from avlab.tasks.pronunciation.model import PronunciationNet
+from avlab.tasks.pronunciation.model import PronunciationNet, PronunciationOutput
 from avlab.tasks.pronunciation.module import greedy_ctc
 
 NET_TARGET = f"{PronunciationNet.__module__}.{PronunciationNet.__name__}"
@@ -47,13 +47,20 @@ def transcribe(
     `canonical`: the phones the text asks for. Only the `cross` variant's recognition reads
     them (its audio features attend to the text); the others ignore them.
     """
-    net, data = load_checkpoint(checkpoint) if isinstance(checkpoint, str | Path) else checkpoint
+    loaded = load_checkpoint(checkpoint) if isinstance(checkpoint, str | Path) else checkpoint
+    return greedy_ctc(listen(loaded, wav, canonical or ["AH"]))[0]
+
+
+def listen(
+    loaded: tuple[PronunciationNet, dict[str, Any]], wav: str | Path, canonical: list[str]
+) -> PronunciationOutput:
+    """The network's output for one wav file (any rate) read against the canonical phones."""
+    net, data = loaded
     rate, kind = int(data.get("sample_rate", 16_000)), data.get("features", "logmel")
     audio, _ = read_wav(wav, rate)
     feats = input_features(
         torch.from_numpy(audio), kind, make_frontend(rate, data.get("n_mels", 80))
     )
-    text = torch.tensor([[PHONE_ID[p] for p in canonical or ["AH"]]])
+    text = torch.tensor([[PHONE_ID[p] for p in canonical]])
     with torch.no_grad():
-        out = net(feats[None], torch.tensor([len(feats)]), text, torch.tensor([text.shape[1]]))
-    return greedy_ctc(out)[0]
+        return net(feats[None], torch.tensor([len(feats)]), text, torch.tensor([text.shape[1]]))

@@ -9,9 +9,11 @@ Optional: `max_seconds=10` (the longest utterance produced if the model never st
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from avlab.audio import write_wav
@@ -40,18 +42,44 @@ def load_tts_checkpoint(path: str | Path) -> TTSModule:
     return module.eval()
 
 
+@dataclass
+class Speech:
+    """A synthesised utterance: the waveform and what produced it."""
+
+    audio: np.ndarray  # float32 waveform at SAMPLE_RATE
+    log_mel: torch.Tensor  # (frames, n_mels) log-mel the vocoder inverted
+    attention: torch.Tensor  # (decoder steps, symbols)
+    symbols: list[str]  # the text front end's symbols of the input
+    stopped: bool  # whether the stop head ended it (else max_seconds did)
+
+
 @torch.no_grad()
-def speak(module: TTSModule, text: str, max_seconds: float = 10.0, griffin_lim_iters: int = 64):
-    """Text -> float32 waveform at 22,050 Hz, through the checkpoint's own text front end."""
+def synthesise(
+    module: TTSModule, text: str, max_seconds: float = 10.0, griffin_lim_iters: int = 64
+) -> Speech:
+    """Text -> Speech, through the checkpoint's own text front end."""
     frontend = TextFrontEnd(module.text_frontend)
     if list(frontend.symbols) != list(module.symbols):
         raise ValueError("this avlab's text front end differs from the checkpoint's symbol table")
     ids = torch.tensor([frontend.encode(text)])
     hop = module.features.get("hop_length", 256)
     max_steps = int(max_seconds * SAMPLE_RATE / hop / module.net.reduction) + 1
-    mel, frames, _ = module.net.generate(ids, torch.tensor([ids.shape[1]]), max_steps)
-    log_mel = module.denormalise(mel[0, : int(frames[0])])
-    return griffin_lim(log_mel, module.features, griffin_lim_iters)
+    mel, frames, attention = module.net.generate(ids, torch.tensor([ids.shape[1]]), max_steps)
+    n = int(frames[0])
+    log_mel = module.denormalise(mel[0, :n])
+    steps = -(-n // module.net.reduction)
+    return Speech(
+        audio=griffin_lim(log_mel, module.features, griffin_lim_iters),
+        log_mel=log_mel,
+        attention=attention[0, :steps],
+        symbols=[frontend.symbols[i] for i in ids[0].tolist()],
+        stopped=n < max_steps * module.net.reduction,
+    )
+
+
+def speak(module: TTSModule, text: str, max_seconds: float = 10.0, griffin_lim_iters: int = 64):
+    """Text -> float32 waveform at 22,050 Hz, through the checkpoint's own text front end."""
+    return synthesise(module, text, max_seconds, griffin_lim_iters).audio
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
