@@ -53,14 +53,20 @@ def _batches(root: Path, split: Split, batch_size: int) -> DataLoader:
 
 
 @torch.no_grad()
-def fit_and_score(root: Path, net: AiVadNet, batch_size: int = 16) -> FittedScene:
-    """Fit `net` on a scene's Train/ videos (one pass, as the training epoch does) and score Test/."""
+def fit_on(net: AiVadNet, root: Path, batch_size: int = 16) -> AiVadNet:
+    """Fit (or, when already fitted, merge into) `net` with one pass over a scene's Train/ videos."""
     net.train()
     for batch in _batches(root, Split.TRAIN, batch_size):
         net.observe_training_clips(batch.image)
         for frame_features, video in zip(net(batch.image), batch.video_path, strict=True):
             net.density.update(frame_features, group=video)
     net.density.fit()
+    return net.eval()
+
+
+@torch.no_grad()
+def score_on(net: AiVadNet, root: Path, batch_size: int = 16) -> FittedScene:
+    """Score a scene's Test/ frames with a fitted `net`, and note its training frames' maximum."""
     net.eval()
     train_max = 0.0
     for batch in _batches(root, Split.TRAIN, batch_size):
@@ -72,6 +78,11 @@ def fit_and_score(root: Path, net: AiVadNet, batch_size: int = 16) -> FittedScen
             batch.video_path, batch.frames, out.frame_scores, batch.gt_label, out.stream_scores
         )
     return FittedScene(collector.videos(), train_max)
+
+
+def fit_and_score(root: Path, net: AiVadNet, batch_size: int = 16) -> FittedScene:
+    """Fit `net` on a scene's Train/ videos (one pass, as the training epoch does) and score Test/."""
+    return score_on(fit_on(net, root, batch_size), root, batch_size)
 
 
 def event_raises_score(video: VideoScores, sigma: float = 0.0, percentile: float = 95.0) -> bool:

@@ -106,6 +106,7 @@ class AiVadModule(L.LightningModule):
         Returns a constant zero "loss", as anomalib's AiVad does: Lightning then steps its mock
         optimizer, so the global step advances and the end-of-epoch checkpoint is written.
         """
+        self.net.observe_training_clips(batch.image)  # camera-dependent settings, first batch
         features = self.net(batch.image)
         for frame_features, video in zip(features, batch.video_path, strict=True):
             self.net.density.update(frame_features, group=video)
