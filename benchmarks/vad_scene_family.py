@@ -91,10 +91,12 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=REPO / "data" / "vad_family")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "vad_family.json")
     parser.add_argument("--skip-finetune", action="store_true")
+    parser.add_argument("--with-tuning", action="store_true", help="also the tuning seeds")
     args = parser.parse_args()
     settings = {"old": {**new_settings(), **OLD}, "new": new_settings()}
     rows = []
-    members = [("tuned", FAMILY_TUNED), *[("tuning", s) for s in TUNING_SEEDS]]
+    members = [("tuned", FAMILY_TUNED)]
+    members += [("tuning", s) for s in TUNING_SEEDS] if args.with_tuning else []
     members += [("held-out", s) for s in HELD_OUT_SEEDS]
     for role, seed in members:
         root = member_root(args.data, seed, args.frames)

@@ -96,3 +96,17 @@ def event_raises_score(video: VideoScores, sigma: float = 0.0, percentile: float
     if not labels.any() or labels.all():
         return False
     return bool(scores[labels].max() > np.percentile(scores[~labels], percentile))
+
+
+def net_settings(model_yaml: Path) -> dict[str, Any]:
+    """AiVadNet keyword arguments of a `conf/model/aivad*.yaml`, with the offline extractors."""
+    import yaml
+
+    net = yaml.safe_load(Path(model_yaml).read_text())["net"]
+    kept = {
+        k: v
+        for k, v in net.items()
+        if not k.startswith("_") and not (isinstance(v, str) and v.startswith("${"))
+    }
+    offline = {"flow": "farneback", "regions": "motion", "pose": "off", "appearance": "timm"}
+    return kept | offline | {"pretrained": None}

@@ -13,6 +13,7 @@ through `anomalies`:
     wrong_way  a pedestrian crossing in a direction nobody takes in training
     cart       a wide boxy vehicle at walking speed (unusual size and shape)
     loiter     a pedestrian who walks in, lingers in place waving, then walks off
+    none       no event (a normal test video)
 Only the anomalous object (during its anomalous frames) is marked in the masks. The same
 parameters and seed give the same bytes.
 
@@ -106,7 +107,7 @@ def write_ucsd_scene(
 ) -> Path:
     """Write a UCSDped-layout dataset (Train/, Test/, Test/*_gt/) of one generated scene."""
     style = Scene(**{k: tuple(v) if isinstance(v, list) else v for k, v in (scene or {}).items()})
-    unknown = set(anomalies) - set(ANOMALIES)
+    unknown = set(anomalies) - set(ANOMALIES) - {"none"}
     if unknown:
         raise ValueError(f"unknown anomaly kinds {sorted(unknown)}; choose from {ANOMALIES}")
     root = Path(root)
@@ -142,7 +143,7 @@ def write_ucsd_scene(
         for index in range(n_test):
             rng = np.random.default_rng([seed, 1, index])
             agents = normal_traffic(style, n_frames, rng)
-            if anomalies:
+            if anomalies and anomalies[index % len(anomalies)] != "none":
                 agents.append(
                     anomalous_agent(anomalies[index % len(anomalies)], style, n_frames, rng)
                 )
