@@ -194,7 +194,11 @@ class MotionRegions(RegionExtractor):
         self.min_area_fraction = min_area_fraction
         # (threshold, min box area, calibrated 0/1): estimated once, kept in checkpoints.
         self.register_buffer(
-            "calibration", torch.tensor([self.binary_threshold, self.min_bbox_area, 0.0])
+            "calibration",
+            torch.tensor([self.binary_threshold, self.min_bbox_area, 0.0]),
+            # Only estimated settings must travel in checkpoints; fixed ones are config, and
+            # checkpoints written before this buffer existed still load.
+            persistent=self.auto_threshold or self.auto_area,
         )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
