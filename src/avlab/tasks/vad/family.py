@@ -43,7 +43,7 @@ def write_family_member(
 ) -> Path:
     """Generate member `seed` of the scene family (UCSDped layout) at frame size (h, w)."""
     scene = family_scene(seed) | {"height": size[0], "width": size[1]}
-    return write_ucsd_scene(root, scene=scene, seed=seed, **kwargs)
+    return write_ucsd_scene(root, scene=scene, seed=max(seed, 0), **kwargs)
 
 
 def _batches(root: Path, split: Split, batch_size: int) -> DataLoader:
