@@ -196,3 +196,37 @@ def test_every_extractor_setting_in_the_model_config_is_a_constructor_parameter(
     assert set(net) - {"_target_", "_convert_"} <= set(
         inspect.signature(AiVadNet.__init__).parameters
     )
+
+
+def test_explicit_speed_and_size_read_the_regions_flow_and_box():
+    from avlab.tasks.vad.extractors import RegionVelocity
+
+    flows = torch.zeros(1, 2, 40, 60)
+    flows[0, 0, 10:20, 10:30] = 5.0  # a figure moving 5 px right inside the box
+    box = torch.tensor([[0.0, 10.0, 10.0, 29.0, 19.0]])
+    with_both = RegionVelocity(8, 16, 0.3, "region", speed=True, size=True)(flows, box)
+    assert with_both.shape == (1, 11)
+    assert with_both[0, 8].item() == pytest.approx(np.log1p(5.0), abs=0.05)
+    assert with_both[0, 9:].tolist() == pytest.approx([np.log(10.0), np.log(20.0)])
+    slow = flows / 5
+    assert RegionVelocity(8, 16, 0.3, "region", speed=True)(slow, box)[0, 8] < 0.8
+
+
+def test_auto_motion_threshold_follows_the_camera_noise_and_travels_in_the_checkpoint():
+    from avlab.tasks.vad.extractors import MotionRegions
+
+    def pair(noise: float) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(0)
+        base = torch.full((4, 3, 48, 64), 0.5)
+        return tuple((base + noise / 255 * torch.randn(base.shape, generator=g)) for _ in "ab")
+
+    quiet, noisy = MotionRegions(binary_threshold="auto"), MotionRegions(binary_threshold="auto")
+    quiet.calibrate(*pair(1.0))
+    noisy.calibrate(*pair(12.0))
+    assert quiet.binary_threshold == quiet.min_threshold  # a clean camera: the floor
+    assert noisy.binary_threshold > 3 * quiet.binary_threshold
+    noisy.calibrate(*pair(1.0))  # calibrated once: later batches change nothing
+    restored = MotionRegions(binary_threshold="auto")
+    restored.load_state_dict(noisy.state_dict())
+    assert restored.binary_threshold == pytest.approx(noisy.binary_threshold)
+    assert "calibration" not in MotionRegions(binary_threshold=12).state_dict()

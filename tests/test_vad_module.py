@@ -131,8 +131,13 @@ def test_scratch_run_writes_a_fitted_checkpoint_metrics_and_plots(scratch_run):
     cfg, record = scratch_run
     out = Path(cfg.paths.output_dir)
     assert record["status"] == "completed" and record["best_checkpoint"].endswith("best.ckpt")
-    assert 0.0 <= record["metrics"]["test/frame_auroc"] <= 1.0
-    assert record["value"] == record["metrics"]["test/frame_auroc"]
+    metrics = record["metrics"]
+    assert record["optimized_metric"] == "val/frame_auroc"
+    assert record["value"] == metrics["val/frame_auroc"]
+    # One of the three test videos is held out for validation, by whole video: 11 clips each.
+    assert (metrics["val/n_frames"], metrics["test/n_frames"]) == (11.0, 22.0)
+    # Validation scored the fitted model: the bank sizes logged with it are the fitted ones.
+    assert metrics["train/bank_velocity"] > 0 and "val/frame_auroc_velocity" in metrics
     checkpoint = torch.load(
         out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True
     )

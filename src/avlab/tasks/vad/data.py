@@ -3,8 +3,15 @@
     <root>/<category>/Train/<video>/*.tif         normal videos (frames sorted by name)
     <root>/<category>/Test/<video>/*.tif          test videos
     <root>/<category>/Test/<video>_gt/*.bmp       one mask per test frame (non-zero = anomalous)
+    <root>/<category>/Test/<category>.m           frame-level labels of every test video
 
-This is what UCSDped1/UCSDped2 ship, and the layout anomalib's UCSDped/Avenue/ShanghaiTech
+This is what UCSDped1/UCSDped2 ship (v1p2: `Test/UCSDped1.m` / `UCSDped2.m` hold the frame
+labels of all test videos as MATLAB text, `TestVideoFile{end+1}.gt_frame = [60:152];`, one line
+per video in order; pixel masks ship for only some test videos). A test video with a `_gt`
+folder is labelled by its masks; one without is labelled by the `.m` file (an anomalous frame
+then gets a whole-frame mask: frame-level ground truth only). Frame numbers are 1-based.
+
+This layout is and the layout anomalib's UCSDped/Avenue/ShanghaiTech
 datamodules read. Items are anomalib `VideoItem`s of `clip_length_in_frames` consecutive frames
 (stride `frames_between_clips`), labelled by the last frame; batches are `VideoBatch`es.
 
@@ -16,6 +23,7 @@ itself, and checks them first so bad input fails with the file named.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +36,7 @@ from anomalib.data.datasets.base.video import AnomalibVideoDataset, VideoTargetF
 from anomalib.data.datasets.video.ucsd_ped import UCSDpedClipsIndexer, UCSDpedDataset
 from anomalib.data.utils import Split
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, random_split
 from torchvision.transforms.v2.functional import to_dtype, to_image
 from torchvision.tv_tensors import Mask
 
@@ -40,6 +48,50 @@ log = logging.getLogger(__name__)
 FRAME_SUFFIX = ".tif"
 MASK_SUFFIX = ".bmp"
 SPLIT_FOLDERS = {Split.TRAIN: "Train", Split.TEST: "Test"}
+FULL_FRAME = (
+    "full_frame:"  # mask_path prefix: labels from the .m file, "full_frame:<1-based frames>"
+)
+_M_LINE = re.compile(r"TestVideoFile\{end\+1\}\.gt_frame\s*=\s*\[([^\]]*)\]\s*;?")
+_M_RANGE = re.compile(r"^(\d+)(?::(\d+))?$")
+
+
+def read_ucsd_m(path: Path) -> list[list[int]]:
+    """Per test video (in file order), its anomalous 1-based frame numbers from a UCSD `.m` file.
+
+    Reads `TestVideoFile{end+1}.gt_frame = [a:b, c:d];` lines; `%` comments and other MATLAB
+    lines (`TestVideoFile = {};`) are ignored. A malformed range names the file and line.
+    """
+    videos = []
+    for number, line in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
+        code = line.split("%", 1)[0].strip()
+        if "gt_frame" not in code:
+            continue
+        match = _M_LINE.search(code)
+        if not match:
+            raise DatasetError(
+                f"{path}:{number}: cannot read {code!r} as TestVideoFile{{end+1}}.gt_frame = [a:b];"
+            )
+        frames: list[int] = []
+        for token in (t for t in re.split(r"[,\s]+", match.group(1).strip()) if t):
+            bounds = _M_RANGE.match(token)
+            if not bounds:
+                raise DatasetError(f"{path}:{number}: {token!r} is not a frame range a:b")
+            first, last = int(bounds.group(1)), int(bounds.group(2) or bounds.group(1))
+            if first < 1 or last < first:
+                raise DatasetError(f"{path}:{number}: empty or non-positive frame range {token!r}")
+            frames.extend(range(first, last + 1))
+        videos.append(frames)
+    if not videos:
+        raise DatasetError(f"{path}: no TestVideoFile{{end+1}}.gt_frame lines")
+    return videos
+
+
+def find_ucsd_m(test_folder: Path) -> Path | None:
+    """The `.m` frame-label file of a Test folder (UCSDped1.m, UCSDped2.m, ...), if any."""
+    found = sorted(p for p in test_folder.glob("*.m") if p.is_file())
+    if len(found) > 1:
+        raise DatasetError(f"{test_folder}: several .m label files {[p.name for p in found]}")
+    return found[0] if found else None
 
 
 def list_frames(folder: Path, suffix: str) -> list[Path]:
@@ -62,33 +114,68 @@ def scan_ucsd_split(category_root: Path, split: Split) -> pd.DataFrame:
             f"(expected {category_root}/Train/<video>/*.tif and Test/<video>/*.tif)"
         )
     rows = []
+    videos = []
     for video in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.endswith("_gt")):
         frames = list_frames(video, FRAME_SUFFIX)
         if not frames:
             log.warning("%s: no %s frames, skipped (not a video folder)", video, FRAME_SUFFIX)
             continue
+        videos.append((video, len(frames)))
+    if not videos:
+        raise DatasetError(f"{folder}: no video folders with {FRAME_SUFFIX} frames")
+    m_labels = _m_labels(folder, len(videos)) if split == Split.TEST else None
+    for index, (video, n_frames) in enumerate(videos):
         rows.append(
             {
                 "root": str(category_root),
                 "folder": folder.name,
                 "image_path": str(video),
-                "mask_path": _mask_folder(video, len(frames), split),
+                "mask_path": _mask_folder(video, n_frames, split, m_labels, index),
                 "split": split.value,
-                "n_frames": len(frames),
+                "n_frames": n_frames,
             }
         )
-    if not rows:
-        raise DatasetError(f"{folder}: no video folders with {FRAME_SUFFIX} frames")
     return pd.DataFrame(rows)
 
 
-def _mask_folder(video: Path, n_frames: int, split: Split) -> str:
-    """The checked `_gt` mask folder of a test video ("" for training videos)."""
+def _m_labels(folder: Path, n_videos: int) -> tuple[Path, list[list[int]]] | None:
+    """The Test folder's `.m` frame labels (file, per video), checked against the video count."""
+    path = find_ucsd_m(folder)
+    if path is None:
+        return None
+    labels = read_ucsd_m(path)
+    if len(labels) != n_videos:
+        raise DatasetError(
+            f"{path}: {len(labels)} gt_frame lines for {n_videos} test videos in {folder}"
+        )
+    return path, labels
+
+
+def _mask_folder(
+    video: Path,
+    n_frames: int,
+    split: Split,
+    m_labels: tuple[Path, list[list[int]]] | None = None,
+    index: int = 0,
+) -> str:
+    """The checked `_gt` mask folder of a test video, else its `.m` frame labels ("" for training)."""
     if split == Split.TRAIN:
         return ""
     masks = video.with_name(video.name + "_gt")
     if not masks.is_dir():
-        raise DatasetError(f"{masks}: missing ground-truth folder for test video {video}")
+        if m_labels is None:
+            raise DatasetError(
+                f"{masks}: missing ground-truth folder for test video {video}, and no "
+                f"{video.parent}/<category>.m frame-label file"
+            )
+        path, labels = m_labels
+        beyond = [f for f in labels[index] if f > n_frames]
+        if beyond:
+            raise DatasetError(
+                f"{path}: gt_frame line {index + 1} ({video.name}) names frame {beyond[0]}, "
+                f"the video has {n_frames}"
+            )
+        return FULL_FRAME + ",".join(map(str, labels[index]))
     n_masks = len(list_frames(masks, MASK_SUFFIX))
     if n_masks != n_frames:
         raise DatasetError(
@@ -135,7 +222,16 @@ class FrameFolderClipsIndexer(UCSDpedClipsIndexer):
         self.video_paths = list(video_paths)
         self.mask_paths = list(mask_paths)
         self.frame_files = [list_frames(Path(v), FRAME_SUFFIX) for v in self.video_paths]
-        self.mask_files = [list_frames(Path(m), MASK_SUFFIX) if m else [] for m in self.mask_paths]
+        self.mask_files = [
+            list_frames(Path(m), MASK_SUFFIX) if m and not m.startswith(FULL_FRAME) else []
+            for m in self.mask_paths
+        ]
+        self.frame_labels = [
+            {int(f) for f in m[len(FULL_FRAME) :].split(",") if f}
+            if m.startswith(FULL_FRAME)
+            else None
+            for m in self.mask_paths
+        ]
         self.video_fps = [None] * len(self.video_paths)
         self.video_pts = [torch.arange(len(f)) for f in self.frame_files]
         self.clips = [
@@ -170,6 +266,13 @@ class FrameFolderClipsIndexer(UCSDpedClipsIndexer):
     def get_mask(self, idx: int) -> torch.Tensor | None:
         """(L, H, W) ground-truth masks of clip `idx`, None for training videos."""
         video_idx, clip_idx = self.get_clip_location(idx)
+        frame_ids = self.clips[video_idx][clip_idx]
+        labels = self.frame_labels[video_idx]
+        if labels is not None:
+            with Image.open(self.frame_files[video_idx][0]) as first:
+                width, height = first.size
+            flags = torch.tensor([int(t) + 1 in labels for t in frame_ids], dtype=torch.uint8)
+            return Mask(flags.view(-1, 1, 1).expand(-1, height, width).contiguous())
         if not self.mask_files[video_idx]:
             return None
         files = self.mask_files[video_idx]
@@ -196,7 +299,9 @@ class UCSDpedFrames(UCSDpedDataset):
         clip_length_in_frames: int = 2,
         frames_between_clips: int = 1,
         target_frame: VideoTargetFrame = VideoTargetFrame.LAST,
+        videos: Sequence[str] | None = None,
     ) -> None:
+        """`videos` (folder paths) keeps only those videos of the split (the val/test halves)."""
         AnomalibVideoDataset.__init__(  # the parent's __init__ would scan with anomalib's unchecked reader
             self,
             clip_length_in_frames=clip_length_in_frames,
@@ -206,7 +311,10 @@ class UCSDpedFrames(UCSDpedDataset):
         self.root_category = Path(root) / category
         self.split = Split(split)
         self.indexer_cls = FrameFolderClipsIndexer
-        self.samples = scan_ucsd_split(self.root_category, self.split)
+        samples = scan_ucsd_split(self.root_category, self.split)
+        if videos is not None:
+            samples = samples[samples.image_path.isin(list(videos))].reset_index(drop=True)
+        self.samples = samples
 
     def __getitem__(self, index: int):
         """anomalib's clip item, with a mask-size mismatch named instead of a broadcast error."""
@@ -221,11 +329,14 @@ class UCSDpedFrames(UCSDpedDataset):
 
 
 class VadDataModule(L.LightningDataModule):
-    """Train and test clips of one UCSDped-layout category; the default one is generated.
+    """Train, validation and test clips of one UCSDped-layout category; the default is generated.
 
     `synth` holds `write_ucsd_scene` parameters for the generated default (null = real data
-    only; a folder avlab did not generate is only ever read). There is no validation split:
-    AI-VAD fits in one pass and is tested on Test/.
+    only; a folder avlab did not generate is only ever read). UCSD, Avenue and ShanghaiTech ship
+    no validation set, so `val_fraction` of the test videos (whole videos, chosen by a
+    `split_seed`ed permutation, at least one) become the validation split that model selection
+    and sweeps use (`val/frame_auroc`); the rest stay the test split. `val_fraction: 0` = no
+    validation.
     """
 
     def __init__(
@@ -238,8 +349,12 @@ class VadDataModule(L.LightningDataModule):
         train_batch_size: int = 8,
         eval_batch_size: int = 8,
         num_workers: int = 0,
+        val_fraction: float = 0.25,
+        split_seed: int = 0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
         self.root = Path(root)
         self.category = category
         self.synth = synth
@@ -248,6 +363,8 @@ class VadDataModule(L.LightningDataModule):
         self.train_batch_size = train_batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
         self.datasets: dict[str, UCSDpedFrames] = {}
 
     @property
@@ -261,21 +378,54 @@ class VadDataModule(L.LightningDataModule):
             self.category_root, f"video scene {self.category!r}", write_ucsd_scene, self.synth
         )
 
+    def split_test_videos(self) -> tuple[list[str], list[str]]:
+        """(validation videos, test videos): a seeded split of Test/ by whole video."""
+        videos = list(scan_ucsd_split(self.category_root, Split.TEST).image_path)
+        if self.val_fraction == 0:
+            return [], videos
+        if len(videos) < 2:
+            raise DatasetError(
+                f"{self.category_root / 'Test'}: {len(videos)} test video, need 2 to hold one out "
+                "for validation (or set data.val_fraction=0)"
+            )
+        n_val = min(len(videos) - 1, max(1, round(self.val_fraction * len(videos))))
+        val_part, test_part = random_split(
+            videos,
+            [n_val, len(videos) - n_val],
+            generator=torch.Generator().manual_seed(self.split_seed),
+        )
+        return sorted(val_part), sorted(test_part)
+
     def setup(self, stage: str | None = None) -> None:
-        """Index the train and test videos."""
-        for split in (Split.TRAIN, Split.TEST):
-            if split.value not in self.datasets:
-                self.datasets[split.value] = UCSDpedFrames(
-                    self.root,
-                    self.category,
-                    split,
-                    self.clip_length_in_frames,
-                    self.frames_between_clips,
-                )
+        """Index the train videos and the validation and test halves of Test/."""
+        if self.datasets:
+            return
+        val_videos, test_videos = self.split_test_videos()
+        parts = {"train": (Split.TRAIN, None), "test": (Split.TEST, test_videos)}
+        if val_videos:
+            parts["val"] = (Split.TEST, val_videos)
+        for name, (split, videos) in parts.items():
+            self.datasets[name] = UCSDpedFrames(
+                self.root,
+                self.category,
+                split,
+                self.clip_length_in_frames,
+                self.frames_between_clips,
+                videos=videos,
+            )
+        if val_videos:
+            log.info(
+                "validation videos (held out of Test/): %s",
+                ", ".join(Path(v).name for v in val_videos),
+            )
 
     def train_dataloader(self) -> DataLoader:
         """Training clips in order (the density fit does not care, and per-video grouping reads well)."""
         return self._loader("train", self.train_batch_size)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation clips in video and frame order (none when val_fraction is 0)."""
+        return self._loader("val", self.eval_batch_size) if "val" in self.datasets else []
 
     def test_dataloader(self) -> DataLoader:
         """Test clips in video and frame order."""

@@ -157,27 +157,99 @@ class MotionRegions(RegionExtractor):
     figure and a dilation (`dilation` px) joins its remaining fragments before the connected
     components become boxes.
     anomalib's own post-processing then drops small boxes and boxes mostly inside another.
+
+    `binary_threshold: auto` and `min_bbox_area: auto` are estimated from the first training
+    clips (`calibrate`), because both depend on the camera: the threshold is `noise_factor`
+    times the frame-difference noise (a robust MAD estimate, so moving figures do not count),
+    the smallest box a `min_area_fraction` of the median moving component's area. The
+    estimates are buffers, so a checkpoint keeps them.
     """
 
     def __init__(
         self,
-        min_bbox_area: int = 100,
+        min_bbox_area: int | str = 100,
         max_bbox_overlap: float = 0.65,
         kernel_size: int = 3,
-        binary_threshold: int = 18,
+        binary_threshold: float | str = 18,
         closing: int = 0,
         dilation: int = 2,
+        noise_factor: float = 5.0,
+        min_threshold: float = 3.0,
+        min_area_fraction: float = 0.2,
     ) -> None:
         nn.Module.__init__(
             self
         )  # RegionExtractor.__init__ would build Mask R-CNN; nothing here needs it
         self.persons_only = False
-        self.min_bbox_area = min_bbox_area
+        self.auto_threshold = binary_threshold == "auto"
+        self.auto_area = min_bbox_area == "auto"
+        self.min_bbox_area = 0 if self.auto_area else float(min_bbox_area)
         self.max_bbox_overlap = max_bbox_overlap
         self.kernel_size = kernel_size
-        self.binary_threshold = binary_threshold
+        self.binary_threshold = min_threshold if self.auto_threshold else float(binary_threshold)
         self.closing = closing
         self.dilation = dilation
+        self.noise_factor = noise_factor
+        self.min_threshold = min_threshold
+        self.min_area_fraction = min_area_fraction
+        # (threshold, min box area, calibrated 0/1): estimated once, kept in checkpoints.
+        self.register_buffer(
+            "calibration",
+            torch.tensor([self.binary_threshold, self.min_bbox_area, 0.0]),
+            # Only estimated settings must travel in checkpoints; fixed ones are config, and
+            # checkpoints written before this buffer existed still load.
+            persistent=self.auto_threshold or self.auto_area,
+        )
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Take the calibrated threshold and area over from a checkpoint."""
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._apply_calibration()
+
+    def _apply_calibration(self) -> None:
+        """Use the estimated settings (when calibrated) for the auto ones."""
+        threshold, area, done = self.calibration.tolist()
+        if done:
+            if self.auto_threshold:
+                self.binary_threshold = threshold
+            if self.auto_area:
+                self.min_bbox_area = area
+
+    @torch.no_grad()
+    def calibrate(self, first_frame: torch.Tensor, last_frame: torch.Tensor) -> None:
+        """Estimate the auto settings from training frame pairs (once; later calls do nothing)."""
+        if not (self.auto_threshold or self.auto_area) or self.calibration[2]:
+            return
+        k = (self.kernel_size, self.kernel_size)
+        diffs = [
+            cv2.absdiff(cv2.GaussianBlur(a, k, 0), cv2.GaussianBlur(b, k, 0))
+            for a, b in zip(_to_gray_u8(first_frame), _to_gray_u8(last_frame), strict=True)
+        ]
+        if self.auto_threshold:
+            values = np.concatenate([d.ravel() for d in diffs]).astype(np.float32)
+            # The MAD of a difference of two noisy frames; figures are a minority of pixels.
+            noise = float(np.median(np.abs(values - np.median(values)))) / 0.6745
+            self.binary_threshold = max(self.min_threshold, self.noise_factor * noise)
+        if self.auto_area:
+            areas = [
+                box[4]
+                for d in diffs
+                for box in cv2.connectedComponentsWithStats(self._moving(d))[2][1:]
+            ]
+            median = float(np.median(areas)) if areas else 0.0
+            self.min_bbox_area = max(4.0, self.min_area_fraction * median)
+        self.calibration = self.calibration.new_tensor(
+            [self.binary_threshold, self.min_bbox_area, 1.0]
+        )
+
+    def _moving(self, diff: np.ndarray) -> np.ndarray:
+        """Moving-pixel mask of a blurred frame difference: threshold, closing, dilation."""
+        moving = (diff > self.binary_threshold).astype(np.uint8)
+        if self.closing:
+            moving = cv2.morphologyEx(moving, cv2.MORPH_CLOSE, _disk(self.closing))
+        if self.dilation:
+            moving = cv2.dilate(moving, _disk(self.dilation))
+        return moving
 
     def forward(
         self, first_frame: torch.Tensor, last_frame: torch.Tensor
@@ -194,11 +266,7 @@ class MotionRegions(RegionExtractor):
         """Connected moving components of one frame pair."""
         k = (self.kernel_size, self.kernel_size)
         diff = cv2.absdiff(cv2.GaussianBlur(first, k, 0), cv2.GaussianBlur(last, k, 0))
-        moving = (diff > self.binary_threshold).astype(np.uint8)
-        if self.closing:
-            moving = cv2.morphologyEx(moving, cv2.MORPH_CLOSE, _disk(self.closing))
-        if self.dilation:
-            moving = cv2.dilate(moving, _disk(self.dilation))
+        moving = self._moving(diff)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
         stats = stats[1:]
         boxes = (
@@ -285,7 +353,8 @@ def _squared(boxes: torch.Tensor) -> torch.Tensor:
 
 
 class RegionVelocity(VelocityExtractor):
-    """anomalib's velocity feature, vectorised over regions and sampled on a coarser grid.
+    """anomalib's velocity feature, vectorised over regions and sampled on a coarser grid, with
+    the region's speed and size made explicit.
 
     Flow vectors sampled on a `grid` x `grid` lattice over each box fall into `n_bins`
     direction bins (anomalib's angle convention). Each bin holds the summed magnitude of its
@@ -296,10 +365,24 @@ class RegionVelocity(VelocityExtractor):
                           direction histogram; steadier on small or fragmented regions)
     Only vectors at least `min_magnitude` px long count (0 = all, as anomalib), so the static
     background inside a box does not dilute the speeds.
+
+    Why speed and size are added: a histogram averages the box's flow, and on a flat-coloured
+    figure dense flow is found only at its edges (the inside has no texture to follow), so a
+    fast figure's few edge vectors are averaged with the rest of the box and its speed drowns.
+    `speed=true` appends log(1 + the `speed_percentile` of the box's flow magnitudes), which the
+    edge vectors set; `size=true` appends the log of the box's height and width (square crops
+    of the appearance stream are resized to one size, so it cannot see an oversized figure).
     """
 
     def __init__(
-        self, n_bins: int = 8, grid: int = 32, min_magnitude: float = 0.0, normalize: str = "bin"
+        self,
+        n_bins: int = 8,
+        grid: int = 32,
+        min_magnitude: float = 0.0,
+        normalize: str = "bin",
+        speed: bool = False,
+        speed_percentile: float = 0.9,
+        size: bool = False,
     ) -> None:
         super().__init__(n_bins=n_bins)
         if normalize not in ("bin", "region"):
@@ -307,11 +390,19 @@ class RegionVelocity(VelocityExtractor):
         self.grid = grid
         self.min_magnitude = min_magnitude
         self.normalize = normalize
+        self.speed = speed
+        self.speed_percentile = speed_percentile
+        self.size = size
+
+    @property
+    def output_dim(self) -> int:
+        """Feature width: the direction bins, then speed and size if on."""
+        return self.n_bins + int(self.speed) + 2 * int(self.size)
 
     def forward(self, flows: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """(M, n_bins) velocity histograms of the M boxes (rows `[frame, x1, y1, x2, y2]`)."""
+        """(M, output_dim) velocity features of the M boxes (rows `[frame, x1, y1, x2, y2]`)."""
         if boxes.shape[0] == 0:
-            return flows.new_zeros(0, self.n_bins)
+            return flows.new_zeros(0, self.output_dim)
         sampled = roi_align(flows, boxes.to(flows.dtype), output_size=[self.grid] * 2)
         magnitude = torch.linalg.vector_norm(sampled, dim=1).flatten(1)
         theta = torch.atan2(sampled[:, 0], sampled[:, 1]).flatten(1)
@@ -323,7 +414,15 @@ class RegionVelocity(VelocityExtractor):
         counts = magnitude.new_zeros(len(boxes), self.n_bins).scatter_add_(1, bins, counted)
         if self.normalize == "region":
             counts = counts.sum(dim=1, keepdim=True).expand_as(sums)
-        return torch.where(counts > 0, sums / counts.clamp(min=1), torch.zeros_like(sums))
+        parts = [torch.where(counts > 0, sums / counts.clamp(min=1), torch.zeros_like(sums))]
+        if self.speed:
+            parts.append(
+                torch.log1p(torch.quantile(magnitude, self.speed_percentile, dim=1))[:, None]
+            )
+        if self.size:
+            extent = (boxes[:, 3:5] - boxes[:, 1:3] + 1).clamp(min=1).to(flows.dtype)
+            parts.append(torch.log(extent.flip(1)))
+        return torch.cat(parts, dim=1)
 
 
 class RegionFeatures(VideoRegionFeatureExtractor):

@@ -136,6 +136,13 @@ class AiVadNet(nn.Module):
         return self
 
     @torch.no_grad()
+    def observe_training_clips(self, clips: torch.Tensor) -> None:
+        """Let extractors estimate camera-dependent settings from training clips (before fitting)."""
+        calibrate = getattr(self.region_extractor, "calibrate", None)
+        if calibrate is not None:
+            calibrate(clips[:, 0], clips[:, -1])
+
+    @torch.no_grad()
     def extract(self, clips: torch.Tensor) -> tuple[list[dict], list[dict]]:
         """Regions and per-region features of each clip's last frame."""
         first, last = clips[:, 0], clips[:, -1]

@@ -1,13 +1,17 @@
-"""AI-VAD LightningModule: one pass over the training clips fits the density model; test scores frames.
+"""AI-VAD LightningModule: one pass over the training clips fits the density model; val and test score frames.
 
 Nothing is trained by gradient descent (anomalib's `configure_optimizers()` returns None too):
-the training epoch extracts per-region features of every clip into the density estimators, and
-its end fits them. The presets run it as anomalib requires: one epoch, no gradient clipping, no
-sanity validation, no NaN/gradient callbacks, `optim=none`.
+the training epoch extracts per-region features of every clip into the density estimators,
+and they are fitted before anything is scored: at the start of validation (Lightning validates
+inside the training epoch, before `on_train_epoch_end`), or at the epoch's end when there is no
+validation split. So `val/` metrics come from the fitted model, the same one the end-of-epoch
+checkpoint holds and test scores. The presets run it as anomalib requires: one epoch, no
+gradient clipping, no sanity validation, no NaN/gradient callbacks, `optim=none`.
 
-Test metrics (frame level, over all test frames): `test/frame_auroc`, `test/frame_aupr` on
-scores smoothed over time with a Gaussian of `sigma` frames, the same unsmoothed as
-`test/frame_auroc_raw` / `test/frame_aupr_raw`, and per stream `test/frame_auroc_<stream>`.
+Metrics (frame level, over all frames of the split; `val/` on the validation videos held out of
+Test/, `test/` on the rest): `frame_auroc`, `frame_aupr` on scores smoothed over time with a
+Gaussian of `sigma` frames, the same unsmoothed as `frame_auroc_raw` / `frame_aupr_raw`, and
+per stream `frame_auroc_<stream>`. Sweeps select on `val/frame_auroc`.
 Per-video score plots go to `<run folder>/plots/` and to the loggers (`test/scores/<video>`).
 
 Checkpoints hold the extractors' weights (except those read from a cache file: RAFT, Mask R-CNN,
@@ -73,6 +77,7 @@ class AiVadModule(L.LightningModule):
         self.scores = FrameScoreCollector()
         self.train_regions = 0
         self.train_frames = 0
+        self.fit_pending = False
 
     def forward(self, clips: torch.Tensor):
         """AiVadNet's forward: features in training mode, scores in eval mode."""
@@ -93,6 +98,7 @@ class AiVadModule(L.LightningModule):
                 "no model.init_from checkpoint given: fitting on this run's training clips only"
             )
         self.train_regions = self.train_frames = 0
+        self.fit_pending = False
 
     def training_step(self, batch: VideoBatch, batch_idx: int) -> torch.Tensor:
         """Extract the batch's region features into the density estimators, grouped by video.
@@ -100,10 +106,12 @@ class AiVadModule(L.LightningModule):
         Returns a constant zero "loss", as anomalib's AiVad does: Lightning then steps its mock
         optimizer, so the global step advances and the end-of-epoch checkpoint is written.
         """
+        self.net.observe_training_clips(batch.image)  # camera-dependent settings, first batch
         features = self.net(batch.image)
         for frame_features, video in zip(features, batch.video_path, strict=True):
             self.net.density.update(frame_features, group=video)
         regions = sum(len(f[FeatureType.VELOCITY]) for f in features)
+        self.fit_pending = True
         self.train_regions += regions
         self.train_frames += len(features)
         self.log(
@@ -111,8 +119,19 @@ class AiVadModule(L.LightningModule):
         )
         return torch.zeros((), requires_grad=True, device=self.device)
 
+    def on_validation_start(self) -> None:
+        """Fit before validating, so val/ metrics score the fitted model."""
+        if self.fit_pending:
+            self.fit_density()
+
     def on_train_epoch_end(self) -> None:
+        """Fit now if no validation did (no validation split)."""
+        if self.fit_pending:
+            self.fit_density()
+
+    def fit_density(self) -> None:
         """Fit (or merge into) the density estimators from everything collected."""
+        self.fit_pending = False
         if self.train_regions == 0:
             raise ValueError(
                 f"no regions were found in {self.train_frames} training frames: nothing moved, "
@@ -126,14 +145,35 @@ class AiVadModule(L.LightningModule):
             self.train_frames,
             sizes,
         )
-        self.log_dict({f"train/bank_{stream}": float(n) for stream, n in sizes.items()})
+        self.bank_sizes = {f"train/bank_{stream}": float(n) for stream, n in sizes.items()}
+        if self.trainer.training:  # on_validation_start cannot log; the epoch end logs these
+            self.log_dict(self.bank_sizes)
+
+    def validation_step(self, batch: VideoBatch, batch_idx: int) -> None:
+        """Score each validation clip's target frame and record it with its label."""
+        self._score_batch(batch)
 
     def test_step(self, batch: VideoBatch, batch_idx: int) -> None:
-        """Score each clip's target frame and record it with its label."""
+        """Score each test clip's target frame and record it with its label."""
+        self._score_batch(batch)
+
+    def _score_batch(self, batch: VideoBatch) -> None:
+        """Record the frame and stream scores of a batch of clips, with their labels."""
         out = self.net(batch.image)
         self.scores.add(
             batch.video_path, batch.frames, out.frame_scores, batch.gt_label, out.stream_scores
         )
+
+    def on_validation_epoch_start(self) -> None:
+        """Start collecting this validation's frame scores afresh."""
+        self.scores.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """Log frame-level metrics over all validation frames (and the fitted bank sizes)."""
+        videos = self.scores.videos()
+        self.log_dict({f"val/{k}": v for k, v in self._frame_level_metrics(videos).items()})
+        self.log_dict(getattr(self, "bank_sizes", {}))
+        self.scores.reset()
 
     def on_test_epoch_start(self) -> None:
         """Start collecting this test run's frame scores afresh."""
@@ -151,9 +191,7 @@ class AiVadModule(L.LightningModule):
         metrics = {"n_frames": float(sum(len(v.frames) for v in videos.values()))}
         raw = frame_metrics(videos)
         if not raw:
-            log.warning(
-                "test frames are all of one class: frame AUROC/AUPR are undefined, not logged"
-            )
+            log.warning("frames are all of one class: frame AUROC/AUPR are undefined, not logged")
             return metrics
         metrics |= frame_metrics(videos, self.sigma) | {f"{k}_raw": v for k, v in raw.items()}
         for stream in next(iter(videos.values())).streams:

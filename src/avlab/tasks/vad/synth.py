@@ -13,8 +13,16 @@ through `anomalies`:
     wrong_way  a pedestrian crossing in a direction nobody takes in training
     cart       a wide boxy vehicle at walking speed (unusual size and shape)
     loiter     a pedestrian who walks in, lingers in place waving, then walks off
+    none       no event (a normal test video)
 Only the anomalous object (during its anomalous frames) is marked in the masks. The same
 parameters and seed give the same bytes.
+
+A scene family: `family_scene(seed)` draws a scene's parameters at random (background flat,
+gradient or textured; flat-coloured or textured blob-like figures, lighter or darker than
+the ground; figure size 6-30 px; normal speeds 0.3-2 px/frame; sensor noise; camera jitter)
+with anomalies a fast mover (3-4x the fastest normal speed), an oversized figure (2-2.5x the
+largest normal size), a wrong-way walker and a loiterer. `Scene()` itself (the scene the
+offline defaults were first tuned on) is the family's fixed member `FAMILY_TUNED`.
 """
 
 from __future__ import annotations
@@ -60,6 +68,20 @@ class Scene:
     wrong_way_directions: tuple[float, ...] = (90.0, 270.0)
     noise_std: float = 2.0
     n_objects: int = 5
+    # Scene-family settings; the defaults give the original scene byte for byte.
+    # background: paving (walkway, lawn, benches, trees) | flat | gradient | textured
+    background: str = "paving"
+    background_rgb: tuple[int, int, int] = (128, 128, 128)
+    # figure: person (limbs, checked clothes) | blob (an upright ellipse, flat or textured)
+    figure: str = "person"
+    figure_rgb: tuple[int, int, int] | None = None
+    figure_textured: bool = False
+    # Fast mover: this many times the fastest normal speed (None: 4-5.5x the mean speed).
+    fast_factor: tuple[float, float] | None = None
+    # Oversized figure (`cart` of a blob scene): this many times the largest normal size.
+    oversize: tuple[float, float] = (2.0, 2.5)
+    # Standard deviation (px) of the whole frame's shift per frame: a shaking camera.
+    jitter_px: float = 0.0
 
 
 @dataclass
@@ -85,7 +107,7 @@ def write_ucsd_scene(
 ) -> Path:
     """Write a UCSDped-layout dataset (Train/, Test/, Test/*_gt/) of one generated scene."""
     style = Scene(**{k: tuple(v) if isinstance(v, list) else v for k, v in (scene or {}).items()})
-    unknown = set(anomalies) - set(ANOMALIES)
+    unknown = set(anomalies) - set(ANOMALIES) - {"none"}
     if unknown:
         raise ValueError(f"unknown anomaly kinds {sorted(unknown)}; choose from {ANOMALIES}")
     root = Path(root)
@@ -121,7 +143,7 @@ def write_ucsd_scene(
         for index in range(n_test):
             rng = np.random.default_rng([seed, 1, index])
             agents = normal_traffic(style, n_frames, rng)
-            if anomalies:
+            if anomalies and anomalies[index % len(anomalies)] != "none":
                 agents.append(
                     anomalous_agent(anomalies[index % len(anomalies)], style, n_frames, rng)
                 )
@@ -165,10 +187,57 @@ def _write_video(
         bar.update(1)
 
 
+FAMILY_TUNED = -1  # family_scene(FAMILY_TUNED) is Scene(): the scene the defaults were tuned on
+
+
+def family_scene(seed: int) -> dict[str, Any]:
+    """Scene parameters drawn at random for member `seed` of the scene family (plain JSON types)."""
+    if seed == FAMILY_TUNED:
+        return {}
+    rng = np.random.default_rng([seed, 1313])
+    background = str(rng.choice(["flat", "gradient", "textured"]))
+    ground = rng.uniform(60, 190)
+    tint = rng.uniform(-20, 20, 3)
+    light = bool(rng.random() < 0.5)
+    if ground + 70 > 245:
+        light = False
+    elif ground - 70 < 10:
+        light = True
+    level = ground + (1 if light else -1) * rng.uniform(55, 90)
+    figure_rgb = np.clip(level + rng.uniform(-25, 25, 3), 0, 255)
+    size = rng.uniform(6, 30)
+    slow = rng.uniform(0.3, 1.2)
+    fast = rng.uniform(min(slow + 0.3, 2.0), 2.0)
+    width = 180
+    return {
+        "background_seed": int(rng.integers(1000)),
+        "background": background,
+        "background_rgb": [int(c) for c in np.clip(ground + tint, 0, 255)],
+        "figure": "blob",
+        "figure_rgb": [int(c) for c in figure_rgb],
+        "figure_textured": bool(rng.random() < 0.5),
+        "walkway": [
+            round(float(rng.uniform(0.15, 0.4)), 3),
+            round(float(rng.uniform(0.8, 0.97)), 3),
+        ],
+        "person_px": [round(0.85 * size, 2), round(1.15 * size, 2)],
+        "speed_px": [round(slow, 3), round(fast, 3)],
+        # About 1.5-3 figures in view at a time, whatever their speed.
+        "spawn_rate": round(float(rng.uniform(1.5, 3.0) * (slow + fast) / 2 / width), 5),
+        "noise_std": round(float(rng.uniform(1.0, 5.0)), 2),
+        "jitter_px": round(float(rng.choice([0.0, rng.uniform(0.2, 0.7)])), 3),
+        "fast_factor": [3.0, 4.0],
+        "n_objects": 0,
+    }
+
+
 def render_background(style: Scene) -> np.ndarray:
-    """The scene's static RGB background: lawn, tiled walkway, benches and trees."""
+    """The scene's static RGB background: lawn, tiled walkway, benches and trees (`paving`),
+    or a flat, gradient or textured ground."""
     rng = np.random.default_rng([style.background_seed, 99])
     h, w = style.height, style.width
+    if style.background != "paving":
+        return _plain_background(style, rng)
     low = cv2.resize(
         rng.normal(0, 1, (6, 9)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC
     )
@@ -183,6 +252,30 @@ def render_background(style: Scene) -> np.ndarray:
     image += (10 * low + 6 * grain)[..., None]
     for _ in range(style.n_objects):
         _draw_static_object(image, rng, top, bottom)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _plain_background(style: Scene, rng: np.random.Generator) -> np.ndarray:
+    """A flat, gradient (a ramp in a random direction) or textured (blotches and grain) ground."""
+    h, w = style.height, style.width
+    image = np.empty((h, w, 3), np.float32)
+    image[:] = style.background_rgb
+    if style.background == "gradient":
+        angle = rng.uniform(0, 2 * np.pi)
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        ramp = (np.cos(angle) * xs / w + np.sin(angle) * ys / h) * rng.uniform(30, 60)
+        image += (ramp - ramp.mean())[..., None]
+    elif style.background == "textured":
+        low = cv2.resize(
+            rng.normal(0, 1, (h // 6 + 1, w // 6 + 1)).astype(np.float32),
+            (w, h),
+            interpolation=cv2.INTER_CUBIC,
+        )
+        image += (14 * low + 8 * rng.normal(0, 1, (h, w)).astype(np.float32))[..., None]
+    elif style.background != "flat":
+        raise ValueError(
+            f"scene background {style.background!r}: choose paving, flat, gradient or textured"
+        )
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
@@ -276,7 +369,9 @@ def normal_traffic(style: Scene, n_frames: int, rng: np.random.Generator) -> lis
             )
             if np.isfinite(path[:, 0]).any():
                 agents.append(
-                    _agent("person", path, height, rng, anomalous=np.zeros(n_frames, bool))
+                    _agent(
+                        "person", path, height, rng, anomalous=np.zeros(n_frames, bool), style=style
+                    )
                 )
     return agents
 
@@ -295,19 +390,28 @@ def _agent(
     rng: np.random.Generator,
     anomalous: np.ndarray,
     stepping: np.ndarray | None = None,
+    style: Scene | None = None,
 ) -> Agent:
     """An agent whose gait phase advances with the distance it covers (plus `stepping` in place)."""
     steps = np.zeros(len(path)) if stepping is None else stepping.copy()
     moved = np.linalg.norm(np.diff(path, axis=0), axis=1)
     steps[1:] += np.where(np.isfinite(moved), moved, 0.0)
     phase = rng.uniform(0, 2 * np.pi) + np.cumsum(steps) / (0.12 * height)
-    return Agent(kind, path, height, _person_colours(rng), anomalous, phase)
+    if style is not None and style.figure == "blob":
+        base = np.asarray(style.figure_rgb or (200, 200, 200), np.float64)
+        colour = tuple(int(c) for c in np.clip(base + rng.uniform(-15, 15, 3), 0, 255))
+        colours = {"shirt": colour}
+    else:
+        colours = _person_colours(rng)
+    return Agent(kind, path, height, colours, anomalous, phase)
 
 
 def anomalous_agent(kind: str, style: Scene, n_frames: int, rng: np.random.Generator) -> Agent:
     """One anomalous event, starting a fifth to two fifths into the video."""
     start = int(rng.uniform(0.2, 0.4) * n_frames)
     height = rng.uniform(*style.person_px)
+    if kind == "cart" and style.figure == "blob":
+        height = rng.uniform(*style.oversize) * style.person_px[1]
     if kind == "loiter":
         return _loiterer(style, n_frames, start, height, rng)
     lane: Sequence[float] = (0.0, 1.0)
@@ -315,15 +419,17 @@ def anomalous_agent(kind: str, style: Scene, n_frames: int, rng: np.random.Gener
         direction, speed = rng.choice(style.wrong_way_directions), rng.uniform(*style.speed_px)
     else:
         direction, lane = _normal_direction(style, rng)
-        speed = (
-            rng.uniform(4.0, 5.5) * np.mean(style.speed_px)
-            if kind == "bike"
-            else rng.uniform(*style.speed_px)
-        )
-    path = _linear_path(
-        style, n_frames, start, direction, speed, rng, margin=1.5 * height, lane=lane
-    )
-    return _agent(kind, path, height, rng, anomalous=np.isfinite(path[:, 0]))
+        if kind != "bike":
+            speed = rng.uniform(*style.speed_px)
+        elif style.fast_factor is None:
+            speed = rng.uniform(4.0, 5.5) * np.mean(style.speed_px)
+        else:
+            speed = rng.uniform(*style.fast_factor) * style.speed_px[1]
+    # A blob is 0.44 h wide: entering at a quarter height off the edge shows it at once, so even
+    # a slow event is in view in a short video.
+    margin = 0.25 * height if style.figure == "blob" else 1.5 * height
+    path = _linear_path(style, n_frames, start, direction, speed, rng, margin=margin, lane=lane)
+    return _agent(kind, path, height, rng, anomalous=np.isfinite(path[:, 0]), style=style)
 
 
 def _loiterer(
@@ -352,7 +458,7 @@ def _loiterer(
     path[~_in_view(path, style, height)] = np.nan
     # Lingering is not standing still: the figure shifts from foot to foot.
     stepping = np.where(lingering, 0.5 * speed, 0.0)
-    return _agent("loiter", path, height, rng, anomalous=lingering, stepping=stepping)
+    return _agent("loiter", path, height, rng, anomalous=lingering, stepping=stepping, style=style)
 
 
 def render_frame(
@@ -367,14 +473,30 @@ def render_frame(
         _draw_agent(canvas, drawn, agent, t, style)
         if agent.anomalous[t]:
             mask |= drawn
+    if style.jitter_px > 0:
+        canvas, mask = _shake(canvas, mask, rng.normal(0, style.jitter_px, 2))
     canvas += rng.normal(0, style.noise_std, canvas.shape) + rng.normal(0, 1.0)
     return np.clip(canvas, 0, 255).astype(np.uint8), mask
+
+
+def _shake(
+    canvas: np.ndarray, mask: np.ndarray, shift: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frame and mask moved by a (sub-pixel) camera shift, edges repeated."""
+    matrix = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+    size = (canvas.shape[1], canvas.shape[0])
+    moved = cv2.warpAffine(canvas, matrix, size, borderMode=cv2.BORDER_REPLICATE)
+    moved_mask = cv2.warpAffine(mask, matrix, size, flags=cv2.INTER_NEAREST)
+    return moved, moved_mask
 
 
 def _draw_agent(canvas: np.ndarray, drawn: np.ndarray, agent: Agent, t: int, style: Scene) -> None:
     """Draw one agent on the canvas, marking its pixels in `drawn`."""
     x, y = agent.path[t]
     h = agent.height * _scale(style, y)
+    if style.figure == "blob":
+        _draw_blob(canvas, drawn, x, y, h, agent.colours["shirt"], style.figure_textured)
+        return
     if agent.kind == "cart":
         _draw_cart(canvas, drawn, x, y, h, agent.colours)
         return
@@ -385,6 +507,26 @@ def _draw_agent(canvas: np.ndarray, drawn: np.ndarray, agent: Agent, t: int, sty
     # A lingering figure gestures (waving, looking about): its arms go up and down.
     wave = np.sin(2 * np.pi * t / 8) if agent.kind == "loiter" and agent.anomalous[t] else None
     _draw_person(canvas, drawn, x, y, h, swing, agent.colours, wave)
+
+
+def _draw_blob(
+    canvas: np.ndarray,
+    drawn: np.ndarray,
+    x: float,
+    y: float,
+    h: float,
+    colour: tuple[int, int, int],
+    textured: bool,
+) -> None:
+    """An upright ellipse standing on (x, y), `h` tall: flat-coloured or checked (textured)."""
+    body = np.zeros(drawn.shape, np.uint8)
+    centre = _pt(x, y - h / 2)
+    cv2.ellipse(body, centre, (max(1, int(0.22 * h)), max(1, int(h / 2))), 0, 0, 360, 1, -1)
+    if textured:
+        _fill_checked(canvas, body, colour, origin=centre, cell=max(2, int(h / 6)))
+    else:
+        canvas[body > 0] = colour
+    drawn |= body * 255
 
 
 def _pt(x: float, y: float) -> tuple[int, int]:

@@ -1,0 +1,144 @@
+"""AI-VAD's offline defaults on a family of generated scenes: frame AUROC per member, old vs new.
+
+    uv run python benchmarks/vad_scene_family.py [--frames 60] [--out docs/vad_family.json]
+
+Members: the scene the defaults were first tuned on (`Scene()`, marked tuned), the tuning seeds
+(looked at while changing the features) and the held-out seeds (fixed in
+`avlab.tasks.vad.family.HELD_OUT_SEEDS` before any tuning, never looked at while tuning).
+"old" is main's feature settings before issue 13 (fixed motion threshold 12, min box area 100,
+a direction histogram without explicit speed or size); "new" is conf/model/aivad.yaml.
+Also: aivad_finetune's merge (scene 1 fit, then scene 2's two training videos merged in) vs a
+scratch fit on scene 2 alone, both scored on scene 2's test videos, with the new settings.
+Bars (issue 13): held-out mean >= 0.90, no held-out member < 0.80, tuned scene >= 0.90,
+fine-tune beats scratch on scene 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from avlab.data_utils import ensure_generated
+from avlab.tasks.vad.family import (
+    HELD_OUT_SEEDS,
+    TUNING_SEEDS,
+    fit_and_score,
+    fit_on,
+    score_on,
+    write_family_member,
+)
+from avlab.tasks.vad.model import AiVadNet
+from avlab.tasks.vad.synth import FAMILY_TUNED, write_ucsd_scene
+
+REPO = Path(__file__).resolve().parents[1]
+OFFLINE = {"flow": "farneback", "regions": "motion", "pose": "off", "appearance": "timm"}
+# main's settings before issue 13 (commit 8290f98, conf/model/aivad.yaml).
+OLD = {
+    "min_bbox_area": 100,
+    "velocity": {"grid": 32, "min_magnitude": 0.3, "normalize": "region"},
+    "motion": {"kernel_size": 3, "binary_threshold": 12, "closing": 0, "dilation": 4},
+}
+
+
+def new_settings() -> dict:
+    """The net settings of conf/model/aivad.yaml (interpolated choices replaced by the offline ones)."""
+    net = yaml.safe_load((REPO / "conf/model/aivad.yaml").read_text())["net"]
+    kept = {
+        k: v
+        for k, v in net.items()
+        if not k.startswith("_") and not (isinstance(v, str) and v.startswith("${"))
+    }
+    return kept | OFFLINE | {"pretrained": None}
+
+
+def build(settings: dict) -> AiVadNet:
+    """A fresh net (seeded, so the random appearance encoder is the same for every member)."""
+    torch.manual_seed(0)
+    return AiVadNet(**settings)
+
+
+def member_root(data: Path, seed: int, frames: int) -> Path:
+    """Generate (once) and return the category folder of family member `seed`."""
+    root = data / f"member{seed}_f{frames}"
+    if not root.is_dir():
+        write_family_member(root, seed, n_train=4, n_test=8, n_frames=frames)
+    return root
+
+
+def configured_scene(data: Path, name: str) -> Path:
+    """scene1 / scene2 as conf/data/vad*.yaml generate them."""
+    cfg = yaml.safe_load((REPO / f"conf/data/{name}.yaml").read_text())
+    synth = cfg["synth"]
+    if "defaults" in cfg:
+        base = yaml.safe_load((REPO / "conf/data/vad.yaml").read_text())["synth"]
+        synth = base | synth
+    root = data / cfg.get("category", "scene1")
+    ensure_generated(root, name, write_ucsd_scene, synth)
+    return root
+
+
+def main() -> int:
+    """Run the table; print markdown and write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--data", type=Path, default=REPO / "data" / "vad_family")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "vad_family.json")
+    parser.add_argument("--skip-finetune", action="store_true")
+    parser.add_argument("--with-tuning", action="store_true", help="also the tuning seeds")
+    args = parser.parse_args()
+    settings = {"old": {**new_settings(), **OLD}, "new": new_settings()}
+    rows = []
+    members = [("tuned", FAMILY_TUNED)]
+    members += [("tuning", s) for s in TUNING_SEEDS] if args.with_tuning else []
+    members += [("held-out", s) for s in HELD_OUT_SEEDS]
+    for role, seed in members:
+        root = member_root(args.data, seed, args.frames)
+        row = {"seed": seed, "role": role}
+        for name, kwargs in settings.items():
+            start = time.perf_counter()
+            fitted = fit_and_score(root, build(kwargs))
+            row[name] = round(fitted.auroc(), 4)
+            row[f"{name}_s"] = round(time.perf_counter() - start, 1)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    held = [r for r in rows if r["role"] == "held-out"]
+    summary = {
+        name: {
+            "held_out_mean": round(statistics.mean(r[name] for r in held), 4),
+            "held_out_min": min(r[name] for r in held),
+            "tuned": next(r[name] for r in rows if r["role"] == "tuned"),
+        }
+        for name in settings
+    }
+    if not args.skip_finetune:
+        scene1 = configured_scene(args.data / "configured", "vad")
+        scene2 = configured_scene(args.data / "configured", "vad_scene2")
+        scratch = score_on(fit_on(build(settings["new"]), scene2), scene2).auroc()
+        merged_net = fit_on(fit_on(build(settings["new"]), scene1), scene2)
+        summary["scene2"] = {
+            "scratch": round(scratch, 4),
+            "finetune": round(score_on(merged_net, scene2).auroc(), 4),
+        }
+    print(json.dumps(summary, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"frames": args.frames, "rows": rows, "summary": summary}, indent=1)
+    )
+    print("\n| member | role | old AUROC | new AUROC |\n|---|---|---|---|")
+    for r in rows:
+        name = "Scene() (tuned)" if r["seed"] == FAMILY_TUNED else f"seed {r['seed']}"
+        print(f"| {name} | {r['role']} | {r['old']:.3f} | {r['new']:.3f} |")
+    for name, s in summary.items():
+        print(f"{name}: {s}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

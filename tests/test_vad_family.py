@@ -1,0 +1,81 @@
+"""Properties of the offline AI-VAD defaults on held-out members of the scene family (small
+frames, short videos): a fast mover and an oversized figure each lift their frames' score above
+the 95th percentile of the same video's normal frames, and a video without an event rarely goes
+above the training videos' maximum. The benchmark (benchmarks/vad_scene_family.py) runs the
+same checks on all 12 held-out seeds at full size; this test runs the first PROPERTY_SCENES."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from avlab.tasks.vad.family import (
+    HELD_OUT_SEEDS,
+    event_raises_score,
+    fit_and_score,
+    net_settings,
+    write_family_member,
+)
+from avlab.tasks.vad.model import AiVadNet
+
+# Fixed before any tuning (avlab.tasks.vad.family) and never to be changed.
+HELD_OUT = tuple(range(100, 112))
+PROPERTY_SCENES = 10
+SMALL = (72, 108)
+EVENTS = ("bike", "cart", "none")  # Test001 fast mover, Test002 oversized, Test003 no event
+# A normal video's frames may pass the training maximum this often (noise, new crowding).
+FALSE_ALARM_RATE = 0.05
+
+
+@pytest.fixture(scope="module")
+def fitted_scenes(tmp_path_factory):
+    settings = net_settings(Path(__file__).resolve().parents[1] / "conf/model/aivad.yaml")
+    scenes = []
+    assert HELD_OUT_SEEDS == HELD_OUT, "the held-out seeds are fixed; do not tune on new ones"
+    for seed in HELD_OUT[:PROPERTY_SCENES]:
+        root = write_family_member(
+            tmp_path_factory.mktemp("family") / f"s{seed}",
+            seed,
+            size=SMALL,
+            n_train=3,
+            n_test=3,
+            n_frames=40,
+            anomalies=EVENTS,
+        )
+        torch.manual_seed(0)
+        scenes.append(fit_and_score(root, AiVadNet(**settings)))
+    return scenes
+
+
+# Measured on this branch (10 scenes, CPU: AMD EPYC, 2 cores): the oversized figure passes;
+# the fast mover lifted its frames in 8 of 10 scenes, and 155 of 390 normal-video frames went
+# above the training maximum. Issue 13's bars are not met yet: strict xfails, so a fix that
+# meets them turns them into failures to be promoted to plain tests.
+FAST_MOVER_GAP = pytest.mark.xfail(strict=True, reason="issue 13 bar not met: 8 of 10 scenes")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("video", "event"),
+    [pytest.param("Test001", "fast mover", marks=FAST_MOVER_GAP), ("Test002", "oversized")],
+)
+def test_an_obvious_event_lifts_its_frames_above_the_normal_frames(fitted_scenes, video, event):
+    hits = [
+        event_raises_score(next(v for k, v in s.videos.items() if k.endswith(video)))
+        for s in fitted_scenes
+    ]
+    assert sum(hits) >= 0.9 * len(hits), f"{event}: seen in {sum(hits)} of {len(hits)} scenes"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 13 bar not met: 155 of 390 normal frames above")
+def test_a_video_without_events_rarely_passes_the_training_maximum(fitted_scenes):
+    above = total = 0
+    for scene in fitted_scenes:
+        normal = next(v for k, v in scene.videos.items() if k.endswith("Test003"))
+        assert not normal.labels.any()
+        above += int((normal.scores > scene.train_max).sum())
+        total += len(normal.scores)
+    assert above <= FALSE_ALARM_RATE * total, f"{above} of {total} normal frames above the max"
