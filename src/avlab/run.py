@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import traceback
 import warnings
@@ -20,10 +19,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from avlab.callbacks import TrainingDivergedError
 from avlab.checkpoints import CONFIG_KEY, load_checkpoint
+from avlab.run_meta import GIT_DIFF_FILE, cpu_summary, run_metadata
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     apply_thread_policy(cfg.get("threads"))
     L.seed_everything(cfg.seed, workers=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    _write_run_record(output_dir, cfg)
 
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg)
@@ -86,8 +86,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False
     )
+    meta = run_metadata(trainer.world_size, type(trainer.strategy).__name__)
+    if is_rank_zero():
+        _write_run_record(output_dir, cfg, meta)
+    logged_meta = {k: v for k, v in meta.items() if k != "git_diff"}
     for lg in loggers:
-        lg.log_hyperparams(resolved)
+        lg.log_hyperparams({**resolved, "run_meta": logged_meta})
 
     if cfg.get("train", True):
         trainer.fit(
@@ -124,9 +128,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "metrics": metrics,
         "last_epoch_metrics": fit_metrics,
     }
-    write_metrics(output_dir, record)
+    if is_rank_zero():
+        write_metrics(output_dir, record)
     finish_wandb_run()
     return record
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is global rank 0 (the one that writes the run folder's records).
+
+    Read from the environment the launcher set (RANK, LOCAL_RANK, SLURM_PROCID, ...), so it is
+    right before the Trainer has set up its process group.
+    """
+    return rank_zero_only.rank == 0
 
 
 def build_module(cfg: DictConfig) -> L.LightningModule:
@@ -307,31 +321,16 @@ def write_metrics(output_dir: Path, record: dict[str, Any]) -> None:
     (output_dir / METRICS_FILE).write_text(json.dumps(clean(record), indent=2) + "\n")
 
 
-def _write_run_record(output_dir: Path, cfg: DictConfig) -> None:
-    """Save what reproduces the run: resolved config, command line, git commit and diff."""
+def _write_run_record(output_dir: Path, cfg: DictConfig, meta: dict[str, Any]) -> None:
+    """Save what reproduces the run: resolved config, run_info.json (command line, git commit,
+    uv.lock hash, package versions, hardware, world size) and the uncommitted diff in git.diff."""
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    info = {"command": [sys.executable, *sys.argv], "cwd": os.getcwd(), **_git_state()}
+    info = {k: v for k, v in meta.items() if k != "git_diff"}
+    if meta.get("git_diff"):
+        (output_dir / GIT_DIFF_FILE).write_text(meta["git_diff"])
+        info["git_diff_file"] = GIT_DIFF_FILE
     (output_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
-
-
-def _git_state() -> dict[str, Any]:
-    """The commit and uncommitted diff of the code, if it lives in a git checkout."""
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(
-                ["git", "-C", str(root), *args],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    commit = git("rev-parse", "HEAD")
-    return {"git_commit": commit.strip() if commit else None, "git_diff": git("diff", "HEAD")}
+    log.info("run on %s, world size %d", cpu_summary(meta), meta["hardware"]["world_size"])
 
 
 def is_multirun() -> bool:
