@@ -23,7 +23,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from avlab.callbacks import TrainingDivergedError
+from avlab.checkpoint_io import AtomicCheckpointIO
 from avlab.checkpoints import CONFIG_KEY, load_checkpoint
+from avlab.resume import WANDB_ID_FILE, resolve_resume, stored_wandb_id
 from avlab.run_meta import GIT_DIFF_FILE, cpu_summary, run_metadata
 
 log = logging.getLogger(__name__)
@@ -79,14 +81,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
 
+    resume_from = resolve_resume(cfg)
+    ckpt_path = find_resume_checkpoint(resume_from, cfg.model.module._target_)
+
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg)
     callbacks = instantiate_callbacks(cfg.get("callbacks")) + [StoreConfigInCheckpoint(resolved)]
-    loggers = instantiate_loggers(cfg.get("logger"), output_dir)
+    loggers = instantiate_loggers(cfg.get("logger"), output_dir, resume_from)
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **_checkpoint_io(cfg.trainer)
     )
     meta = run_metadata(trainer.world_size, type(trainer.strategy).__name__)
+    meta["resumed_from"] = str(resume_from) if ckpt_path else None
     if is_rank_zero():
         _write_run_record(output_dir, cfg, meta)
     logged_meta = {k: v for k, v in meta.items() if k != "git_diff"}
@@ -97,7 +103,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(
             module,
             datamodule=datamodule,
-            ckpt_path=find_resume_checkpoint(cfg.get("resume"), cfg.model.module._target_),
+            ckpt_path=ckpt_path,
             weights_only=True,
         )
     fit_metrics = _scalars(trainer.callback_metrics)
@@ -141,6 +147,13 @@ def is_rank_zero() -> bool:
     right before the Trainer has set up its process group.
     """
     return rank_zero_only.rank == 0
+
+
+def _checkpoint_io(trainer_cfg: DictConfig) -> dict[str, Any]:
+    """Atomic checkpoint writes (AtomicCheckpointIO), unless the config names its own plugins."""
+    if trainer_cfg.get("plugins"):
+        return {}
+    return {"plugins": [AtomicCheckpointIO()]}
 
 
 def build_module(cfg: DictConfig) -> L.LightningModule:
@@ -190,14 +203,21 @@ def instantiate_callbacks(callbacks_cfg: DictConfig | None) -> list[L.Callback]:
     ]
 
 
-def instantiate_loggers(logger_cfg: DictConfig | None, output_dir: Path) -> list[Logger]:
-    """Every logger entry with a `_target_`; W&B goes offline unless credentials are set up."""
+def instantiate_loggers(
+    logger_cfg: DictConfig | None, output_dir: Path, resume_from: Path | None = None
+) -> list[Logger]:
+    """Every logger entry with a `_target_`; W&B goes offline unless credentials are set up.
+
+    W&B's run id is kept in the run folder, and a resumed run (`resume_from`, a run folder)
+    logs into the W&B run of the folder it resumes.
+    """
     loggers = []
     for name, entry in (logger_cfg or {}).items():
         if not (isinstance(entry, DictConfig) and "_target_" in entry):
             continue
         if entry._target_.endswith("WandbLogger"):
             entry = _with_sweep_group(_with_wandb_mode(entry, output_dir))
+            entry = _with_wandb_run_id(entry, output_dir, resume_from)
         log.info("logger %s: %s", name, entry._target_)
         loggers.append(hydra.utils.instantiate(entry))
     return loggers
@@ -232,6 +252,29 @@ def _with_wandb_mode(entry: DictConfig, output_dir: Path) -> DictConfig:
     return entry
 
 
+def _with_wandb_run_id(entry: DictConfig, output_dir: Path, resume_from: Path | None) -> DictConfig:
+    """Give W&B a run id stored in the run folder: the resumed run's id, else a new one."""
+    if entry.get("id"):
+        return entry
+    run_id = stored_wandb_id(resume_from) or _new_wandb_id()
+    if is_rank_zero():
+        (output_dir / WANDB_ID_FILE).write_text(run_id + "\n")
+    entry = entry.copy()
+    with open_dict(entry):
+        entry.id = run_id
+        entry.resume = "allow"
+    return entry
+
+
+def _new_wandb_id() -> str:
+    """A fresh W&B run id (8 lowercase letters and digits, as wandb makes them)."""
+    import secrets
+    import string
+
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
 def _with_sweep_group(entry: DictConfig) -> DictConfig:
     """In a multirun, the jobs of one sweep share a W&B group (`<group>-<sweep folder name>`) and
     carry their overrides as tags and config, so W&B's sweep views line them up."""
@@ -259,7 +302,9 @@ def finish_wandb_run(exit_code: int = 0) -> None:
         wandb.finish(exit_code=exit_code)
 
 
-def find_resume_checkpoint(resume: str | None, module_target: str | None = None) -> str | None:
+def find_resume_checkpoint(
+    resume: str | Path | None, module_target: str | None = None
+) -> str | None:
     """A checkpoint to resume from: a .ckpt file, or a run folder's checkpoints/last.ckpt.
 
     The checkpoint is loaded and validated first (weights only, a trusted config, the same
