@@ -25,12 +25,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from avlab.callbacks import TrainingDivergedError
 from avlab.checkpoint_io import AtomicCheckpointIO
 from avlab.checkpoints import CONFIG_KEY, load_checkpoint
+from avlab.distributed import distributed_run
 from avlab.resume import WANDB_ID_FILE, resolve_resume, stored_wandb_id
 from avlab.run_meta import GIT_DIFF_FILE, cpu_summary, run_metadata
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+SINGLE_PROCESS = {"strategy": "auto", "devices": 1, "num_nodes": 1}
 
 
 class StoreConfigInCheckpoint(L.Callback):
@@ -99,22 +101,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for lg in loggers:
         lg.log_hyperparams({**resolved, "run_meta": logged_meta})
 
-    if cfg.get("train", True):
-        trainer.fit(
-            module,
-            datamodule=datamodule,
-            ckpt_path=ckpt_path,
-            weights_only=True,
-        )
-    fit_metrics = _scalars(trainer.callback_metrics)
+    with distributed_run(trainer):
+        if cfg.get("train", True):
+            trainer.fit(
+                module,
+                datamodule=datamodule,
+                ckpt_path=ckpt_path,
+                weights_only=True,
+            )
+        fit_metrics = _scalars(trainer.callback_metrics)
 
-    test_metrics: dict[str, float] = {}
-    best = _best_checkpoint(trainer)
-    if cfg.get("test", True):
-        if best is None:
-            log.warning("no best checkpoint was saved; testing the current weights")
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
-        test_metrics = _scalars(results[0]) if results else {}
+        test_metrics: dict[str, float] = {}
+        best = _best_checkpoint(trainer)
+        if cfg.get("test", True):
+            if best is None:
+                log.warning("no best checkpoint was saved; testing the current weights")
+            results = trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+            test_metrics = _scalars(results[0]) if results else {}
 
     best_val = dict(getattr(trainer.checkpoint_callback, "best_val_metrics", None) or {})
     if best is None or not best_val:
@@ -258,6 +261,7 @@ def _with_wandb_run_id(entry: DictConfig, output_dir: Path, resume_from: Path | 
         return entry
     run_id = stored_wandb_id(resume_from) or _new_wandb_id()
     if is_rank_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / WANDB_ID_FILE).write_text(run_id + "\n")
     entry = entry.copy()
     with open_dict(entry):
@@ -430,8 +434,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = hydra.utils.instantiate(run_cfg.data)
     module = build_module(run_cfg)
     loggers = instantiate_loggers(cfg.get("logger"), output_dir)
+    # Testing runs in one process: DDP's sampler would pad the test set with repeated samples.
     trainer: L.Trainer = hydra.utils.instantiate(
-        run_cfg.trainer, callbacks=[], logger=loggers or False, default_root_dir=str(output_dir)
+        run_cfg.trainer,
+        callbacks=[],
+        logger=loggers or False,
+        default_root_dir=str(output_dir),
+        **SINGLE_PROCESS if "strategy" in run_cfg.trainer else {},
     )
     with warnings.catch_warnings():
         # Training callbacks (checkpointing, NaN guard) are deliberately absent when testing.
