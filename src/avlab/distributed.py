@@ -29,6 +29,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.trainer.connectors.data_connector import _get_distributed_sampler
 from lightning.pytorch.utilities.data import _update_dataloader, has_iterable_dataset
+from omegaconf import OmegaConf
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler
 
 log = logging.getLogger(__name__)
@@ -52,18 +53,21 @@ def hydra_child_command(local_rank: int) -> Sequence[str]:
         command = [sys.executable, to_absolute_path(sys.argv[0])]
     else:
         command = [sys.executable, "-m", __main__.__spec__.name]
-    parent_log = str(hydra_cfg.job_logging.handlers.file.filename)
-    log_file = parent_log.removesuffix(".log") + f"_rank{local_rank}.log"
-    fmt = LOG_FORMAT.format(rank=local_rank)
-    return [
-        *command,
+    command += [
         *hydra_cfg.overrides.task,
         "hydra.mode=RUN",
         f'hydra.run.dir="{output_dir}"',
         "hydra.output_subdir=null",
-        f'hydra.job_logging.handlers.file.filename="{log_file}"',
-        f"hydra.job_logging.formatters.simple.format='{fmt}'",
     ]
+    parent_log = OmegaConf.select(hydra_cfg, "job_logging.handlers.file.filename")
+    if parent_log:  # a log file of its own, each line saying which rank wrote it
+        log_file = str(parent_log).removesuffix(".log") + f"_rank{local_rank}.log"
+        fmt = LOG_FORMAT.format(rank=local_rank)
+        command += [
+            f'hydra.job_logging.handlers.file.filename="{log_file}"',
+            f"hydra.job_logging.formatters.simple.format='{fmt}'",
+        ]
+    return command
 
 
 def _hydra_job_running() -> bool:
