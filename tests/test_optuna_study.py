@@ -88,3 +88,65 @@ def test_two_sweeps_started_at_once_share_the_study_without_repeating_a_trial(tm
     assert len(counted) == 4, "no trial beyond the study's total"
     jobs = [p.parent.name for p in (tmp_path / "logs").rglob("metrics.json")]
     assert sorted(jobs) == sorted(str(t.number) for t in complete)
+
+
+class _Ret:
+    def __init__(self, value: float) -> None:
+        self.return_value = value
+
+
+class _FakeLauncher:
+    """Stands in for Hydra's launcher: 'runs' a job by scoring its x override."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[int, tuple[str, ...]]] = []
+
+    def launch(self, overrides, initial_job_idx):
+        self.jobs += [(initial_job_idx + i, tuple(o)) for i, o in enumerate(overrides)]
+        return [_Ret(float(dict(s.split("=") for s in o)["x"])) for o in overrides]
+
+
+def _impl(tmp_path: Path, n_trials: int):
+    from omegaconf import OmegaConf
+
+    from avlab.optuna_sweeper import SharedStudyImpl
+
+    impl = SharedStudyImpl(
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        direction="maximize",
+        storage=f"sqlite:///{tmp_path / 'db' / 'study.db'}",
+        study_name="unit",
+        n_trials=n_trials,
+        n_jobs=1,
+        max_failure_rate=0.0,
+        search_space=None,
+        custom_search_space=None,
+        params=OmegaConf.create({"x": "interval(0, 1)"}),
+    )
+    impl.config, impl.launcher, impl.sweep_dir = None, _FakeLauncher(), str(tmp_path)
+    return impl
+
+
+def test_the_sweeper_counts_the_whole_study_and_closes_a_dead_process_trial(tmp_path):
+    """Without training: n_trials is the study's total across starts, a trial left RUNNING by a
+    dead sweep process is closed and not counted, job indices are trial numbers."""
+    first = _impl(tmp_path, 2)
+    first.sweep([])
+    study = optuna.load_study(study_name="unit", storage=first.storage)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = study.ask()
+    orphan.set_user_attr(OWNER_ATTR, f"{socket.gethostname()}:{dead.pid}")
+    alive = study.ask()  # another sweep process, still running: left alone
+    alive.set_user_attr(OWNER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+
+    second = _impl(tmp_path, 4)
+    second.sweep([])
+    trials = optuna.load_study(study_name="unit", storage=first.storage).trials
+    states = {t.number: t.state for t in trials}
+    assert states[orphan.number] == TrialState.FAIL
+    assert states[alive.number] == TrialState.RUNNING
+    # 2 finished + 1 running elsewhere + 1 new = 4 counted; the orphan is not counted
+    assert [n for n, _ in second.launcher.jobs] == [alive.number + 1]
+    assert sum(s == TrialState.COMPLETE for s in states.values()) == 3
+    assert (tmp_path / "optimization_results.yaml").is_file()
