@@ -166,7 +166,7 @@ def test_loaders_are_sharded_disjointly_also_with_a_tasks_own_batch_sampler():
             ),
         ),
         ("face_voice", "face_voice_tiny", "test/match_acc"),
-        ("tts", "tts_tiny", "test/loss"),
+        ("tts", "tts_tiny", "test/mel_l1"),
     ],
 )
 def test_each_gradient_trained_experiment_runs_to_the_end_on_two_processes(

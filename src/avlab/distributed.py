@@ -109,7 +109,7 @@ class HydraJobLauncher(_SubprocessScriptLauncher):
 class ShardedBatchSampler(Sampler[list[int]]):
     """A task's own batch sampler (one Lightning cannot shard) split over ranks: every rank
     draws the same batches (the wrapped sampler runs under one seed per epoch on all ranks) and
-    keeps every world_size-th one, the same number on every rank."""
+    keeps every world_size-th one; the list is padded so every rank gets the same number."""
 
     def __init__(self, batch_sampler: Any, rank: int, world_size: int, seed: int = 0) -> None:
         self.batch_sampler, self.rank, self.world_size = batch_sampler, rank, world_size
@@ -119,13 +119,16 @@ class ShardedBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.batch_sampler) // self.world_size
+        return -(-len(self.batch_sampler) // self.world_size)
 
     def __iter__(self) -> Iterator[list[int]]:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed + self.epoch)
             batches = list(self.batch_sampler)
-        yield from batches[self.rank :: self.world_size][: len(self)]
+        # Like DistributedSampler, pad with batches from the start so every rank has as many
+        # (a rank with fewer steps would leave the others waiting in an all-reduce).
+        padded = batches + batches[: len(self) * self.world_size - len(batches)]
+        yield from padded[self.rank :: self.world_size]
 
 
 def shard_dataloader(dataloader: Any, rank: int, world_size: int) -> Any:

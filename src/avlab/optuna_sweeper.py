@@ -151,7 +151,8 @@ class SharedStudyImpl(OptunaSweeperImpl):
 
 
 class SharedStudyOptunaSweeper(OptunaSweeper):
-    """Hydra sweeper: `hydra.sweeper._target_: avlab.optuna_sweeper.SharedStudyOptunaSweeper`."""
+    """Hydra sweeper, as `hydra_plugins.avlab_optuna_sweeper.SharedStudyOptunaSweeper`
+    (Hydra accepts sweepers only from the hydra_plugins namespace)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
