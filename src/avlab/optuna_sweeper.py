@@ -112,6 +112,8 @@ class SharedStudyImpl(OptunaSweeperImpl):
         """Up to n_jobs new trials, none beyond the study's n_trials."""
         trials = []
         for _ in range(self.n_jobs):
+            if sum(counted(t) for t in study.get_trials(deepcopy=False)) >= self.n_trials:
+                break  # checked again after asking: another process may have asked meanwhile
             trial = study.ask()
             trial.set_user_attr(OWNER_ATTR, _process_id())
             earlier = [
