@@ -272,3 +272,30 @@ def test_eval_deletes_a_key_given_as_tilde_override(tmp_path, data_dir):
     _apply_command_line_overrides(stored, eval_cfg)
     assert "gradient_clip_algorithm" not in stored.trainer
     assert stored.trainer.max_epochs == 3 and stored.trainer.devices == 1
+
+
+@pytest.mark.slow
+def test_run_info_records_code_dependencies_and_hardware(short_run):
+    """run_info.json names the commit, the uv.lock hash, the stack's versions and the machine;
+    the same record reaches the loggers' hyperparameters."""
+    import hashlib
+
+    import lightning
+    import yaml
+
+    cfg, _ = short_run
+    out = Path(cfg.paths.output_dir)
+    info = json.loads((out / "run_info.json").read_text())
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert info["git_commit"] == head
+    assert info["uv_lock_sha256"] == hashlib.sha256((REPO / "uv.lock").read_bytes()).hexdigest()
+    assert info["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert info["packages"]["lightning"] == lightning.__version__
+    flags = set(Path("/proc/cpuinfo").read_text().split("flags")[1].splitlines()[0].split())
+    assert set(info["hardware"]["cpu_flags"]) <= flags and "avx2" in info["hardware"]["cpu_flags"]
+    assert info["hardware"]["world_size"] == 1
+    assert info["git_dirty"] == (out / "git.diff").is_file()
+    hparams = yaml.safe_load((out / "csv" / "hparams.yaml").read_text())
+    assert hparams["run_meta"]["git_commit"] == head

@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import traceback
 import warnings
@@ -20,14 +19,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from avlab.callbacks import TrainingDivergedError
+from avlab.checkpoint_io import AtomicCheckpointIO
 from avlab.checkpoints import CONFIG_KEY, load_checkpoint
+from avlab.distributed import distributed_run
+from avlab.resume import WANDB_ID_FILE, resolve_resume, stored_wandb_id
+from avlab.run_meta import GIT_DIFF_FILE, cpu_summary, run_metadata
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+SINGLE_PROCESS = {"strategy": "auto", "devices": 1, "num_nodes": 1}
 
 
 class StoreConfigInCheckpoint(L.Callback):
@@ -121,34 +126,42 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             cfg.trainer.precision = resolve_precision("auto", cfg.trainer.get("accelerator"))
     L.seed_everything(cfg.seed, workers=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    _write_run_record(output_dir, cfg)
+
+    resume_from = resolve_resume(cfg)
+    ckpt_path = find_resume_checkpoint(resume_from, cfg.model.module._target_)
 
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg)
     callbacks = instantiate_callbacks(cfg.get("callbacks")) + [StoreConfigInCheckpoint(resolved)]
-    loggers = instantiate_loggers(cfg.get("logger"), output_dir)
+    loggers = instantiate_loggers(cfg.get("logger"), output_dir, resume_from)
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **_checkpoint_io(cfg.trainer)
     )
+    meta = run_metadata(trainer.world_size, type(trainer.strategy).__name__)
+    meta["resumed_from"] = str(resume_from) if ckpt_path else None
+    if is_rank_zero():
+        _write_run_record(output_dir, cfg, meta)
+    logged_meta = {k: v for k, v in meta.items() if k != "git_diff"}
     for lg in loggers:
-        lg.log_hyperparams(resolved)
+        lg.log_hyperparams({**resolved, "run_meta": logged_meta})
 
-    if cfg.get("train", True):
-        trainer.fit(
-            module,
-            datamodule=datamodule,
-            ckpt_path=find_resume_checkpoint(cfg.get("resume"), cfg.model.module._target_),
-            weights_only=True,
-        )
-    fit_metrics = _scalars(trainer.callback_metrics)
+    with distributed_run(trainer):
+        if cfg.get("train", True):
+            trainer.fit(
+                module,
+                datamodule=datamodule,
+                ckpt_path=ckpt_path,
+                weights_only=True,
+            )
+        fit_metrics = _scalars(trainer.callback_metrics)
 
-    test_metrics: dict[str, float] = {}
-    best = _best_checkpoint(trainer)
-    if cfg.get("test", True):
-        if best is None:
-            log.warning("no best checkpoint was saved; testing the current weights")
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
-        test_metrics = _scalars(results[0]) if results else {}
+        test_metrics: dict[str, float] = {}
+        best = _best_checkpoint(trainer)
+        if cfg.get("test", True):
+            if best is None:
+                log.warning("no best checkpoint was saved; testing the current weights")
+            results = trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+            test_metrics = _scalars(results[0]) if results else {}
 
     best_val = dict(getattr(trainer.checkpoint_callback, "best_val_metrics", None) or {})
     if best is None or not best_val:
@@ -168,9 +181,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "metrics": metrics,
         "last_epoch_metrics": fit_metrics,
     }
-    write_metrics(output_dir, record)
+    if is_rank_zero():
+        write_metrics(output_dir, record)
     finish_wandb_run()
     return record
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is global rank 0 (the one that writes the run folder's records).
+
+    Read from the environment the launcher set (RANK, LOCAL_RANK, SLURM_PROCID, ...), so it is
+    right before the Trainer has set up its process group.
+    """
+    return rank_zero_only.rank == 0
+
+
+def _checkpoint_io(trainer_cfg: DictConfig) -> dict[str, Any]:
+    """Atomic checkpoint writes (AtomicCheckpointIO), unless the config names its own plugins."""
+    if trainer_cfg.get("plugins"):
+        return {}
+    return {"plugins": [AtomicCheckpointIO()]}
 
 
 def build_module(cfg: DictConfig) -> L.LightningModule:
@@ -224,14 +254,21 @@ def instantiate_callbacks(callbacks_cfg: DictConfig | None) -> list[L.Callback]:
     ]
 
 
-def instantiate_loggers(logger_cfg: DictConfig | None, output_dir: Path) -> list[Logger]:
-    """Every logger entry with a `_target_`; W&B goes offline unless credentials are set up."""
+def instantiate_loggers(
+    logger_cfg: DictConfig | None, output_dir: Path, resume_from: Path | None = None
+) -> list[Logger]:
+    """Every logger entry with a `_target_`; W&B goes offline unless credentials are set up.
+
+    W&B's run id is kept in the run folder, and a resumed run (`resume_from`, a run folder)
+    logs into the W&B run of the folder it resumes.
+    """
     loggers = []
     for name, entry in (logger_cfg or {}).items():
         if not (isinstance(entry, DictConfig) and "_target_" in entry):
             continue
         if entry._target_.endswith("WandbLogger"):
             entry = _with_sweep_group(_with_wandb_mode(entry, output_dir))
+            entry = _with_wandb_run_id(entry, output_dir, resume_from)
         log.info("logger %s: %s", name, entry._target_)
         loggers.append(hydra.utils.instantiate(entry))
     return loggers
@@ -266,6 +303,30 @@ def _with_wandb_mode(entry: DictConfig, output_dir: Path) -> DictConfig:
     return entry
 
 
+def _with_wandb_run_id(entry: DictConfig, output_dir: Path, resume_from: Path | None) -> DictConfig:
+    """Give W&B a run id stored in the run folder: the resumed run's id, else a new one."""
+    if entry.get("id"):
+        return entry
+    run_id = stored_wandb_id(resume_from) or _new_wandb_id()
+    if is_rank_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / WANDB_ID_FILE).write_text(run_id + "\n")
+    entry = entry.copy()
+    with open_dict(entry):
+        entry.id = run_id
+        entry.resume = "allow"
+    return entry
+
+
+def _new_wandb_id() -> str:
+    """A fresh W&B run id (8 lowercase letters and digits, as wandb makes them)."""
+    import secrets
+    import string
+
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
 def _with_sweep_group(entry: DictConfig) -> DictConfig:
     """In a multirun, the jobs of one sweep share a W&B group (`<group>-<sweep folder name>`) and
     carry their overrides as tags and config, so W&B's sweep views line them up."""
@@ -293,7 +354,9 @@ def finish_wandb_run(exit_code: int = 0) -> None:
         wandb.finish(exit_code=exit_code)
 
 
-def find_resume_checkpoint(resume: str | None, module_target: str | None = None) -> str | None:
+def find_resume_checkpoint(
+    resume: str | Path | None, module_target: str | None = None
+) -> str | None:
     """A checkpoint to resume from: a .ckpt file, or a run folder's checkpoints/last.ckpt.
 
     The checkpoint is loaded and validated first (weights only, a trusted config, the same
@@ -355,31 +418,16 @@ def write_metrics(output_dir: Path, record: dict[str, Any]) -> None:
     (output_dir / METRICS_FILE).write_text(json.dumps(clean(record), indent=2) + "\n")
 
 
-def _write_run_record(output_dir: Path, cfg: DictConfig) -> None:
-    """Save what reproduces the run: resolved config, command line, git commit and diff."""
+def _write_run_record(output_dir: Path, cfg: DictConfig, meta: dict[str, Any]) -> None:
+    """Save what reproduces the run: resolved config, run_info.json (command line, git commit,
+    uv.lock hash, package versions, hardware, world size) and the uncommitted diff in git.diff."""
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    info = {"command": [sys.executable, *sys.argv], "cwd": os.getcwd(), **_git_state()}
+    info = {k: v for k, v in meta.items() if k != "git_diff"}
+    if meta.get("git_diff"):
+        (output_dir / GIT_DIFF_FILE).write_text(meta["git_diff"])
+        info["git_diff_file"] = GIT_DIFF_FILE
     (output_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
-
-
-def _git_state() -> dict[str, Any]:
-    """The commit and uncommitted diff of the code, if it lives in a git checkout."""
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(
-                ["git", "-C", str(root), *args],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    commit = git("rev-parse", "HEAD")
-    return {"git_commit": commit.strip() if commit else None, "git_diff": git("diff", "HEAD")}
+    log.info("run on %s, world size %d", cpu_summary(meta), meta["hardware"]["world_size"])
 
 
 def is_multirun() -> bool:
@@ -434,8 +482,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = hydra.utils.instantiate(run_cfg.data)
     module = build_module(run_cfg)
     loggers = instantiate_loggers(cfg.get("logger"), output_dir)
+    # Testing runs in one process: DDP's sampler would pad the test set with repeated samples.
     trainer: L.Trainer = hydra.utils.instantiate(
-        run_cfg.trainer, callbacks=[], logger=loggers or False, default_root_dir=str(output_dir)
+        run_cfg.trainer,
+        callbacks=[],
+        logger=loggers or False,
+        default_root_dir=str(output_dir),
+        **SINGLE_PROCESS if "strategy" in run_cfg.trainer else {},
     )
     with warnings.catch_warnings():
         # Training callbacks (checkpointing, NaN guard) are deliberately absent when testing.

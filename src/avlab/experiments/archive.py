@@ -99,7 +99,7 @@ def _manifest(run: Run, name: str, files: list[Path], best_only: bool) -> dict[s
         "overrides": run.overrides,  # a multirun job's own parameters (command is the sweep's)
         "cwd": info.get("cwd"),
         "git_commit": info.get("git_commit"),
-        "git_diff_present": bool(info.get("git_diff")),
+        "git_diff_present": bool(info.get("git_dirty") or info.get("git_diff")),
         "best_checkpoint": best.relative_to(run.path).as_posix() if best else None,
         "checkpoints_sha256": checkpoints,
         "config": _load_yaml(run.path / "config.yaml"),

@@ -50,6 +50,10 @@ FEATURES_KEY = "aivad_feature_config"
 class AiVadModule(L.LightningModule):
     """Fits AiVadNet's density estimators in one training epoch and scores test frames."""
 
+    # The density model is fitted from every training clip's features in one process; under DDP
+    # each rank would fit on its own shard (avlab.distributed refuses it, with this reason).
+    distributed_training = False
+
     def __init__(
         self,
         net: AiVadNet,

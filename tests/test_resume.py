@@ -1,0 +1,160 @@
+"""Crash-safe resume: a SIGKILL mid-epoch and `resume=auto`, atomic checkpoint writes, W&B run id."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf, open_dict
+
+from avlab.checkpoint_io import AtomicCheckpointIO
+from avlab.checkpoints import load_checkpoint
+from avlab.resume import WANDB_ID_FILE, find_unfinished_run
+from avlab.run import instantiate_loggers
+from tests.conftest import REPO
+
+TINY_FACE_VOICE = [
+    "experiment=face_voice",
+    "data=face_voice_tiny",
+    "debug=limit",  # 2 epochs of 4 steps (the tiny data has 4 batches)
+    "callbacks.step_checkpoint.every_n_train_steps=2",
+]
+CRASH_AT_STEP = 7  # in the second epoch (steps 4-7); last.ckpt was written at step 6
+
+
+def _train(tmp_path: Path, log_dir: str, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "AVLAB_ROOT": str(REPO), "WANDB_MODE": "disabled"}
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        *TINY_FACE_VOICE,
+        *overrides,
+        f"paths.log_dir={tmp_path / log_dir}",
+        f"paths.data_dir={tmp_path / 'data'}",
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+
+
+def _run_folders(logs: Path) -> list[Path]:
+    return sorted((logs / "face_voice" / "runs").iterdir())
+
+
+def _global_step(ckpt: Path) -> int:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_resumes_to_the_same_steps_and_metrics(tmp_path):
+    """kill -9 at step 7 of 8, then the same command with resume=auto: 8 optimizer steps in
+    all, like an uninterrupted run, and test metrics within 0.1 of it."""
+    whole = _train(tmp_path, "whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    [whole_run] = _run_folders(tmp_path / "whole")
+
+    crash = [
+        "+callbacks.crash._target_=avlab.resume.SigkillAtStep",
+        f"+callbacks.crash.step={CRASH_AT_STEP}",
+    ]
+    killed = _train(tmp_path, "crash", *crash)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    [killed_run] = _run_folders(tmp_path / "crash")
+    assert not (killed_run / "metrics.json").exists()
+    assert _global_step(killed_run / "checkpoints" / "last.ckpt") == CRASH_AT_STEP - 1
+
+    resumed = _train(tmp_path, "crash", *crash, "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resumed_run = next(f for f in _run_folders(tmp_path / "crash") if f != killed_run)
+    info = json.loads((resumed_run / "run_info.json").read_text())
+    assert Path(info["resumed_from"]) == killed_run
+    steps = _global_step(resumed_run / "checkpoints" / "last.ckpt")
+    assert steps == _global_step(whole_run / "checkpoints" / "last.ckpt") == 8
+
+    expected = json.loads((whole_run / "metrics.json").read_text())["metrics"]
+    got = json.loads((resumed_run / "metrics.json").read_text())["metrics"]
+    for name in ("test/loss", "test/match_acc"):
+        assert got[name] == pytest.approx(expected[name], abs=0.1), name
+
+
+def test_a_killed_checkpoint_write_leaves_the_previous_last_ckpt_loadable(tmp_path, monkeypatch):
+    """A write that dies half-way (here: torch.save raising after half the bytes) leaves the
+    old last.ckpt intact; the next save cleans up the temporary file."""
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    old = {"state_dict": {"w": torch.ones(3)}, "avlab_config": {"name": "x"}, "global_step": 4}
+    io.save_checkpoint(old, last)
+
+    real_save = torch.save
+
+    def dies_half_way(obj, handle, *args, **kwargs):
+        real_save(obj, handle)
+        handle.truncate(handle.tell() // 2)
+        raise KeyboardInterrupt("killed during the write")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({**old, "global_step": 6}, last)
+    monkeypatch.setattr(torch, "save", real_save)
+
+    checkpoint, _ = load_checkpoint(last, "resume")
+    assert checkpoint["global_step"] == 4
+    # A SIGKILL leaves its temporary file behind (simulated); the next save removes it.
+    leftover = last.parent / ".last.ckpt.tmp-killed"
+    leftover.write_bytes(b"half a checkpoint")
+    io.save_checkpoint({**old, "global_step": 8}, last)
+    assert not leftover.exists()
+    assert load_checkpoint(last, "resume")[0]["global_step"] == 8
+
+
+def test_resume_auto_picks_the_newest_unfinished_run_of_the_same_config(tmp_path):
+    """Finished runs, runs of another config and runs already resumed are passed over."""
+    runs = tmp_path / "logs" / "exp" / "runs"
+    config = {"name": "exp", "seed": 1, "paths": {}, "resume": None}
+
+    def run(name: str, seed: int = 1, status: str | None = None, resumed_from: str = "") -> Path:
+        folder = runs / name
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        (folder / "config.yaml").write_text(OmegaConf.to_yaml({**config, "seed": seed}))
+        if status:
+            (folder / "metrics.json").write_text(json.dumps({"status": status}))
+        if resumed_from:
+            (folder / "run_info.json").write_text(json.dumps({"resumed_from": resumed_from}))
+        return folder
+
+    older = run("2026-01-01_00-00-00")
+    run("2026-01-02_00-00-00", status="completed")
+    run("2026-01-03_00-00-00", seed=2)
+    cfg = OmegaConf.create({**config, "resume": "auto"})
+    with open_dict(cfg):
+        cfg.paths = {"log_dir": str(tmp_path / "logs"), "output_dir": str(runs / "now")}
+    assert find_unfinished_run(cfg) == older
+    newer = run("2026-01-04_00-00-00", resumed_from=str(older))
+    assert find_unfinished_run(cfg) == newer
+
+
+def test_a_resumed_run_logs_into_the_same_wandb_run(tmp_path):
+    """The W&B id is stored in the run folder and reused, with resume=allow, by a resumption."""
+    logger_cfg = OmegaConf.create(
+        {
+            "wandb": {
+                "_target_": "lightning.pytorch.loggers.WandbLogger",
+                "project": "avlab",
+                "save_dir": str(tmp_path),
+                "offline": True,
+            }
+        }
+    )
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    [logger] = instantiate_loggers(logger_cfg, first)
+    run_id = (first / WANDB_ID_FILE).read_text().strip()
+    assert logger._wandb_init["id"] == run_id
+    [resumed] = instantiate_loggers(logger_cfg, second, resume_from=first)
+    assert resumed._wandb_init["id"] == run_id and resumed._wandb_init["resume"] == "allow"
+    assert (second / WANDB_ID_FILE).read_text().strip() == run_id
