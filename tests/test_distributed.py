@@ -155,16 +155,7 @@ def test_loaders_are_sharded_disjointly_also_with_a_tasks_own_batch_sampler():
     ("experiment", "data", "metric"),
     [
         ("smile_pretrain", "smile_tiny", "test/loss"),
-        pytest.param(
-            "smile_finetune",
-            "smile_clips_tiny",
-            "test/loss",
-            marks=pytest.mark.skip(
-                reason="hangs in test under DDP: the smile module computes a head's metrics "
-                "only on ranks whose shard had its labels (update_count > 0), so the ranks "
-                "disagree on the torchmetrics sync; needs a cross-rank decision there"
-            ),
-        ),
+        ("smile_finetune", "smile_clips_tiny", "test/loss"),
         ("face_voice", "face_voice_tiny", "test/match_acc"),
         ("tts", "tts_tiny", "test/mel_l1"),
     ],

@@ -23,6 +23,19 @@ from avlab.optim import module_optimizers
 from avlab.tasks.smile.model import EMOTIONS, NUM_EMOTIONS, SmileEmotionNet, SmileOutput
 
 
+def total_over_ranks(count: int, device: torch.device) -> int:
+    """`count` summed over the DDP ranks (itself in one process).
+
+    Whether a head's metric is computed must be decided alike on every rank: computing syncs
+    the metric across ranks, so a rank whose shard had no labels for a head must join in too.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return int(count)
+    total = torch.tensor([float(count)], device=device)
+    torch.distributed.all_reduce(total)
+    return int(total.item())
+
+
 class HeadMetrics(nn.Module):
     """Smile metrics on smile-labelled samples and emotion metrics on emotion-labelled ones."""
 
@@ -50,10 +63,11 @@ class HeadMetrics(nn.Module):
             self.emotion.update(out.emotion_logits[emotion_mask], batch["emotion"][emotion_mask])
 
     def compute_and_reset(self, prefix: str) -> dict[str, torch.Tensor]:
-        """{prefix/name: value} for the heads that saw labels, then reset."""
+        """{prefix/name: value} for the heads that saw labels (on any rank), then reset."""
         values = {}
         for collection in (self.smile, self.emotion):
-            if any(metric.update_count > 0 for metric in collection.values()):
+            seen = max(metric.update_count for metric in collection.values())
+            if total_over_ranks(seen, next(iter(collection.values())).device) > 0:
                 values.update({f"{prefix}/{k}": v for k, v in collection.compute().items()})
             collection.reset()
         return values
@@ -163,13 +177,15 @@ class SmileEmotionModule(L.LightningModule):
     def _log_pictures(self) -> None:
         """The emotion confusion matrix and the smile ROC, to the run folder and the loggers."""
         pictures = self.test_pictures
-        if pictures["confusion"].update_count:
+        device = self.device
+        if total_over_ranks(pictures["confusion"].update_count, device):
             matrix = pictures["confusion"].compute()
             fig = confusion_matrix_figure(matrix, EMOTIONS, "emotion confusion (test)")
             log_figure(self, "test/emotion_confusion_matrix", fig)
-        if pictures["roc"].update_count:
-            labels = torch.cat(pictures["roc"].target)
-            if 0 < int(labels.sum()) < len(labels):  # a ROC needs both classes
+        if total_over_ranks(pictures["roc"].update_count, device):
+            labels = torch.cat(pictures["roc"].target) if pictures["roc"].target else torch.zeros(0)
+            positives = total_over_ranks(int(labels.sum()), device)
+            if 0 < positives < total_over_ranks(len(labels), device):  # a ROC needs both classes
                 fpr, tpr, _ = pictures["roc"].compute()
                 auc = float(pictures["auroc"].compute())
                 log_figure(self, "test/smile_roc", roc_figure(fpr, tpr, auc, "smile ROC (test)"))
