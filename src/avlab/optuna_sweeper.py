@@ -3,7 +3,7 @@
 hydra-optuna-sweeper 1.3 (which pins optuna 2.10) already opens `storage` with
 `load_if_exists=True`, but it runs `n_trials` *new* trials on every start, numbers job folders
 from 0 in each process, and leaves the trial a killed sweep was running as RUNNING for ever.
-SharedStudyOptunaSweeper keeps the plugin's search-space syntax and trial set-up and changes the loop:
+`hydra_plugins.avlab_optuna_sweeper.SharedStudyOptunaSweeper` keeps the plugin's search-space syntax and trial set-up and changes the loop:
 
 - `n_trials` is the study's total: before each trial it counts the study's trials (complete,
   pruned, failed, running) and stops at `n_trials`; a trial that two processes asked for at
@@ -31,7 +31,6 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (
     OptunaSweeperImpl,
     create_params_from_overrides,
 )
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
@@ -150,14 +149,3 @@ class SharedStudyImpl(OptunaSweeperImpl):
                 )
                 storage.set_trial_state(trial._trial_id, TrialState.FAIL)
                 log.warning("trial %d of killed sweep %s closed as failed", trial.number, owner)
-
-
-class SharedStudyOptunaSweeper(OptunaSweeper):
-    """Hydra sweeper, as `hydra_plugins.avlab_optuna_sweeper.SharedStudyOptunaSweeper`
-    (Hydra accepts sweepers only from the hydra_plugins namespace)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        impl = self.sweeper
-        self.sweeper = SharedStudyImpl.__new__(SharedStudyImpl)
-        self.sweeper.__dict__.update(impl.__dict__)
