@@ -273,7 +273,9 @@ def test_guard_counters_survive_a_resume():
 
 @pytest.mark.slow
 def test_ddp_ranks_skip_together(tmp_path):
-    """Two gloo ranks; only rank 1 sees a NaN batch at step 2; both must skip it and finish."""
+    """Two gloo ranks; only rank 1 sees a NaN input batch (step 2), a NaN loss (step 3) and a NaN
+    gradient (step 5). Both ranks must skip all three steps together (else DDP hangs or the
+    weights part) and finish with the same finite weights."""
     worker = subprocess.Popen(
         [sys.executable, __file__, str(tmp_path)],
         stdout=subprocess.PIPE,
@@ -291,9 +293,14 @@ def test_ddp_ranks_skip_together(tmp_path):
 
     results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     for result in results:
-        assert result["global_step"] == 6
-        assert result["skipped_steps"] == 1 and result["skipped_batches"] == 1
+        assert result["global_step"] == 8
+        assert result["skipped_steps"] == 3 and result["skipped_batches"] == 1
         assert result["finite"]
+    assert results[1]["skip_reasons"] == {"input": 1, "loss": 1, "grad": 1, "other_rank": 0}
+    # rank 0 names its own view of each skip (rank 1's NaN loss reaches it as NaN gradients)
+    assert (
+        sum(results[0]["skip_reasons"].values()) == 3 and results[0]["skip_reasons"]["input"] == 1
+    )
     assert results[0]["params_checksum"] == results[1]["params_checksum"]
 
 
@@ -305,12 +312,17 @@ def run_ddp_worker(out_dir: Path) -> None:
         accelerator="cpu",
         devices=2,
         strategy="ddp",
-        max_steps=6,
+        max_steps=8,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[NanInjector(steps=[2], target="input", ranks=[1]), guard],
+        callbacks=[
+            NanInjector(steps=[2], target="input", ranks=[1]),
+            NanInjector(steps=[3], target="loss", ranks=[1]),
+            NanInjector(steps=[5], target="grad", ranks=[1]),
+            guard,
+        ],
     )
     trainer.fit(ToyRegressor(), train_dataloaders=toy_loader())
     params = list(trainer.lightning_module.parameters())
@@ -318,6 +330,7 @@ def run_ddp_worker(out_dir: Path) -> None:
         "global_step": trainer.global_step,
         "skipped_steps": guard.skipped_steps,
         "skipped_batches": guard.skipped_batches,
+        "skip_reasons": guard.skip_reasons,
         "finite": all_finite(params),
         "params_checksum": math.fsum(p.double().sum().item() for p in params),
     }
