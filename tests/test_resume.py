@@ -23,11 +23,12 @@ TINY_FACE_VOICE = [
     "data=face_voice_tiny",
     "debug=limit",  # 2 epochs of 4 steps (the tiny data has 4 batches)
     "callbacks.step_checkpoint.every_n_train_steps=2",
+    "threads=1",  # the uninterrupted and the killed run go side by side on two cores
 ]
 CRASH_AT_STEP = 7  # in the second epoch (steps 4-7); last.ckpt was written at step 6
 
 
-def _train(tmp_path: Path, log_dir: str, *overrides: str) -> subprocess.CompletedProcess:
+def _start(tmp_path: Path, log_dir: str, *overrides: str) -> subprocess.Popen:
     env = {**os.environ, "AVLAB_ROOT": str(REPO), "WANDB_MODE": "disabled"}
     cmd = [
         sys.executable,
@@ -35,9 +36,16 @@ def _train(tmp_path: Path, log_dir: str, *overrides: str) -> subprocess.Complete
         *TINY_FACE_VOICE,
         *overrides,
         f"paths.log_dir={tmp_path / log_dir}",
-        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.data_dir={tmp_path / log_dir / 'data'}",
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+    )
+
+
+def _wait(process: subprocess.Popen) -> tuple[int, str]:
+    _, stderr = process.communicate(timeout=600)
+    return process.returncode, stderr
 
 
 def _run_folders(logs: Path) -> list[Path]:
@@ -52,22 +60,23 @@ def _global_step(ckpt: Path) -> int:
 def test_a_run_killed_mid_epoch_resumes_to_the_same_steps_and_metrics(tmp_path):
     """kill -9 at step 7 of 8, then the same command with resume=auto: 8 optimizer steps in
     all, like an uninterrupted run, and test metrics within 0.1 of it."""
-    whole = _train(tmp_path, "whole")
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    [whole_run] = _run_folders(tmp_path / "whole")
-
     crash = [
         "+callbacks.crash._target_=avlab.resume.SigkillAtStep",
         f"+callbacks.crash.step={CRASH_AT_STEP}",
     ]
-    killed = _train(tmp_path, "crash", *crash)
-    assert killed.returncode == -9, killed.stderr[-3000:]
+    # The uninterrupted run and the one to be killed are independent: run them side by side.
+    whole, killed = _start(tmp_path, "whole"), _start(tmp_path, "crash", *crash)
+    code, stderr = _wait(whole)
+    assert code == 0, stderr[-3000:]
+    [whole_run] = _run_folders(tmp_path / "whole")
+    code, stderr = _wait(killed)
+    assert code == -9, stderr[-3000:]
     [killed_run] = _run_folders(tmp_path / "crash")
     assert not (killed_run / "metrics.json").exists()
     assert _global_step(killed_run / "checkpoints" / "last.ckpt") == CRASH_AT_STEP - 1
 
-    resumed = _train(tmp_path, "crash", *crash, "resume=auto")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    code, stderr = _wait(_start(tmp_path, "crash", *crash, "resume=auto"))
+    assert code == 0, stderr[-3000:]
     resumed_run = next(f for f in _run_folders(tmp_path / "crash") if f != killed_run)
     info = json.loads((resumed_run / "run_info.json").read_text())
     assert Path(info["resumed_from"]) == killed_run
