@@ -54,40 +54,36 @@ def _study(tmp_path: Path) -> optuna.Study:
 
 
 @pytest.mark.slow
-def test_a_restarted_sweep_continues_its_study_up_to_n_trials(tmp_path):
-    """2 trials, then a killed sweep's trial left RUNNING, then the same sweep with n_trials=3:
-    the 2 finished trials are kept (not rerun), the orphan is closed, one new trial runs."""
-    _finish(_sweep(tmp_path, 2))
-    study = _study(tmp_path)
-    first = {t.number: t.value for t in study.trials}
-    assert len(first) == 2
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    orphan = study.ask()
-    orphan.set_user_attr(OWNER_ATTR, f"{socket.gethostname()}:{dead.pid}")
-
-    _finish(_sweep(tmp_path, 3))
-    trials = _study(tmp_path).trials
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 3
-    assert {t.number: t.value for t in complete if t.number in first} == first
-    [closed] = [t for t in trials if t.number == orphan.number]
-    assert closed.state == TrialState.FAIL and UNCOUNTED_ATTR in closed.user_attrs
-
-
-@pytest.mark.slow
-def test_two_sweeps_started_at_once_share_the_study_without_repeating_a_trial(tmp_path):
-    """Two processes, n_trials=4 in all: 4 trials complete, each in its own job folder."""
+def test_two_sweeps_share_the_study_and_a_restarted_sweep_continues_it(tmp_path):
+    """Two sweep processes at once, n_trials=4 in all: 4 trials complete, none beyond the total,
+    each in its own job folder. Then a killed sweep's trial left RUNNING and the same sweep
+    restarted with n_trials=5: the 4 finished trials are kept (not rerun), the orphan is closed
+    and not counted, one new trial runs. (Each start costs a process's imports, so one study
+    serves both checks; the loop's logic without training is the unit test below.)"""
     procs = [_sweep(tmp_path, 4), _sweep(tmp_path, 4)]
     for proc in procs:
         _finish(proc)
-    trials = _study(tmp_path).trials
+    study = _study(tmp_path)
+    trials = study.trials
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 4
     counted = [t for t in trials if UNCOUNTED_ATTR not in t.user_attrs]
     assert len(counted) == 4, "no trial beyond the study's total"
     jobs = [p.parent.name for p in (tmp_path / "logs").rglob("metrics.json")]
     assert sorted(jobs) == sorted(str(t.number) for t in complete)
+
+    first = {t.number: t.value for t in complete}
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = study.ask()
+    orphan.set_user_attr(OWNER_ATTR, f"{socket.gethostname()}:{dead.pid}")
+    _finish(_sweep(tmp_path, 5))
+    trials = _study(tmp_path).trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 5
+    assert {t.number: t.value for t in complete if t.number in first} == first
+    [closed] = [t for t in trials if t.number == orphan.number]
+    assert closed.state == TrialState.FAIL and UNCOUNTED_ATTR in closed.user_attrs
 
 
 class _Ret:
