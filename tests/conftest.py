@@ -67,19 +67,63 @@ def make_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
     return make
 
 
+def train_py_command(*args: str, log_dir: Path, data_dir: Path) -> list[str]:
+    """`python train.py` as a user types it (flags such as -m first), outputs under log_dir."""
+    flags = [a for a in args if a.startswith("-")]
+    overrides = [a for a in args if not a.startswith("-")]
+    return [
+        sys.executable,
+        str(REPO / "train.py"),
+        *flags,
+        f"paths.log_dir={log_dir}",
+        f"paths.data_dir={data_dir}",
+        *overrides,
+    ]
+
+
+def train_py_env(**extra: str) -> dict[str, str]:
+    """The environment of a train.py subprocess: this repository, W&B off unless asked."""
+    return {**os.environ, "AVLAB_ROOT": str(REPO), "WANDB_MODE": "disabled", **extra}
+
+
+def start_train_py(
+    cwd: Path, *args: str, log_dir: Path, data_dir: Path, **popen: object
+) -> subprocess.Popen:
+    """Start train.py without waiting (stderr piped, text mode; stdout piped unless given)."""
+    popen = {"stdout": subprocess.PIPE, "env": train_py_env(), **popen}
+    return subprocess.Popen(
+        train_py_command(*args, log_dir=log_dir, data_dir=data_dir),
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        **popen,
+    )
+
+
+def train_py(
+    cwd: Path,
+    *args: str,
+    log_dir: Path,
+    data_dir: Path,
+    timeout: int = 600,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run train.py to the end and return the finished process (its exit code unchecked)."""
+    return subprocess.run(
+        train_py_command(*args, log_dir=log_dir, data_dir=data_dir),
+        capture_output=True,
+        text=True,
+        env=env or train_py_env(),
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
 def run_train_py(tmp_path: Path, *overrides: str) -> dict:
     """Run `train.py` as a user would (a subprocess, outputs and data under tmp_path) and return
     the one run's metrics.json record; a failed run fails with the end of its stderr."""
-    env = {**os.environ, "AVLAB_ROOT": str(REPO), "WANDB_MODE": "disabled"}
-    cmd = [
-        sys.executable,
-        str(REPO / "train.py"),
-        *overrides,
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
-    ]
-    result = subprocess.run(
-        cmd, capture_output=True, text=True, env=env, timeout=1800, cwd=tmp_path
+    result = train_py(
+        tmp_path, *overrides, log_dir=tmp_path / "logs", data_dir=tmp_path / "data", timeout=1800
     )
     assert result.returncode == 0, result.stderr[-3000:]
     [path] = list((tmp_path / "logs").rglob("metrics.json"))

@@ -6,31 +6,25 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import REPO
+from tests.conftest import train_py
 
 DDP = ["trainer=ddp_cpu", "trainer.devices=2", "debug=limit"]
 PRON = ["experiment=pronunciation", "data=pronunciation_tiny"]
 
 
-def _train(tmp_path: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "AVLAB_ROOT": str(REPO), "WANDB_MODE": "disabled"}
-    cmd = [
-        sys.executable,
-        str(REPO / "train.py"),
-        *overrides,
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path.parent / 'data'}",
-    ]
-    result = subprocess.run(
-        cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp_path
+def _train(tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    result = train_py(
+        tmp_path,
+        *args,
+        log_dir=tmp_path / "logs",
+        data_dir=tmp_path.parent / "data",
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -13,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from avlab.optuna_sweeper import OWNER_ATTR, UNCOUNTED_ATTR
-from tests.conftest import REPO
+from tests.conftest import start_train_py
 
 # One optimizer step and one validation batch per trial: the sweep machinery is under test.
 TINY_TRIAL = [
@@ -29,17 +28,12 @@ TINY_TRIAL = [
 
 
 def _sweep(tmp_path: Path, n_trials: int) -> subprocess.Popen:
-    env = {**os.environ, "AVLAB_ROOT": str(REPO), "WANDB_MODE": "disabled"}
-    cmd = [
-        sys.executable,
-        str(REPO / "train.py"),
+    return start_train_py(
+        tmp_path,
         *TINY_TRIAL,
         f"hydra.sweeper.n_trials={n_trials}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path.parent / 'data'}",
-    ]
-    return subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+        log_dir=tmp_path / "logs",
+        data_dir=tmp_path.parent / "data",
     )
 
 

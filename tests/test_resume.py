@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from avlab.checkpoint_io import AtomicCheckpointIO
 from avlab.checkpoints import load_checkpoint
 from avlab.resume import WANDB_ID_FILE, find_unfinished_run
 from avlab.run import instantiate_loggers
-from tests.conftest import REPO
+from tests.conftest import start_train_py
 
 TINY_FACE_VOICE = [
     "experiment=face_voice",
@@ -29,17 +27,13 @@ CRASH_AT_STEP = 7  # in the second epoch (steps 4-7); last.ckpt was written at s
 
 
 def _start(tmp_path: Path, log_dir: str, *overrides: str) -> subprocess.Popen:
-    env = {**os.environ, "AVLAB_ROOT": str(REPO), "WANDB_MODE": "disabled"}
-    cmd = [
-        sys.executable,
-        str(REPO / "train.py"),
+    return start_train_py(
+        tmp_path,
         *TINY_FACE_VOICE,
         *overrides,
-        f"paths.log_dir={tmp_path / log_dir}",
-        f"paths.data_dir={tmp_path / log_dir / 'data'}",
-    ]
-    return subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+        log_dir=tmp_path / log_dir,
+        data_dir=tmp_path / log_dir / "data",
+        stdout=subprocess.DEVNULL,
     )
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from avlab.experiments.sweep_table import collect_jobs, write_job_table
-from tests.conftest import CONF, REPO
+from tests.conftest import CONF, train_py
 
 TINY_SWEEP = [
     "data=face_voice_tiny",
@@ -30,19 +28,7 @@ TINY_SWEEP = [
 
 def _train_py(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     """Run train.py as a user would (flags such as -m first), outputs under tmp_path."""
-    env = {**os.environ, "AVLAB_ROOT": str(REPO)}
-    flags = [a for a in args if a.startswith("-")]
-    overrides = [a for a in args if not a.startswith("-")]
-    cmd = [
-        sys.executable,
-        str(REPO / "train.py"),
-        *flags,
-        f"paths.log_dir={tmp_path}",
-        f"paths.data_dir={data_dir}",
-        *TINY_SWEEP,
-        *overrides,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    return train_py(tmp_path, *TINY_SWEEP, *args, log_dir=tmp_path, data_dir=data_dir)
 
 
 def _job_table(tmp_path: Path) -> tuple[Path, list[dict[str, str]]]:

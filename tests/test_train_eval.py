@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from avlab.run import evaluate, find_resume_checkpoint, train
-from tests.conftest import REPO, TINY_SMILE_DATA, compose_config
+from tests.conftest import REPO, TINY_SMILE_DATA, compose_config, train_py
 
 SHORT_RUN = [
     "trainer.max_epochs=2",
@@ -142,19 +140,7 @@ def test_resume_finds_last_checkpoint_and_refuses_a_finished_run(tmp_path):
 
 def _train_py(tmp_path: Path, data_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     """Run train.py as a user would, with outputs under tmp_path."""
-    env = {**os.environ, "AVLAB_ROOT": str(REPO)}
-    flags = [o for o in overrides if o.startswith("-")]
-    overrides = tuple(o for o in overrides if not o.startswith("-"))
-    cmd = [
-        sys.executable,
-        str(REPO / "train.py"),
-        *flags,
-        f"paths.log_dir={tmp_path}",
-        f"paths.data_dir={data_dir}",
-        *TINY_SMILE_DATA,
-        *overrides,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    return train_py(tmp_path, *TINY_SMILE_DATA, *overrides, log_dir=tmp_path, data_dir=data_dir)
 
 
 @pytest.mark.slow
