@@ -58,9 +58,10 @@ class SmileEmotionNet(nn.Module):
         dropout: float = 0.2,
         num_emotions: int = NUM_EMOTIONS,
         channels_last: bool = False,
+        encoder_args: dict | None = None,
     ) -> None:
         super().__init__()
-        self.encoder = timm_backbone(backbone, pretrained=pretrained, in_chans=in_chans)
+        self.encoder = timm_backbone(backbone, pretrained, in_chans, encoder_args)
         self.in_chans = in_chans
         self.channels_last = channels_last
         if channels_last:
