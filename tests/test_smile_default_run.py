@@ -1,8 +1,10 @@
 """The headline claim: `uv run python train.py` with no overrides learns the generated faces.
 
-This is the README's first command, run as a subprocess on freshly generated data, and it
-takes about 8 minutes on the project's 2-core CPU (marked slow; CI runs it). It asserts the
-held-out bar of the foundation issue; timing is measured in BENCHMARKS.md, not asserted here.
+This is the README's first command, run as a subprocess from an empty data folder (generation
+included), as a new user runs it. It takes about 2 minutes on the project's 2-core AVX-512 CPU
+(docs/smile_speed_benchmarks.md; it took 6 before the half-width encoder), so it is marked
+slow. It asserts the held-out bar of the foundation issue; the three-seed margin is measured in
+the benchmarks, not here.
 """
 
 from __future__ import annotations

@@ -45,7 +45,9 @@ class SmileEmotionNet(nn.Module):
     far more slowly from random weights (BENCHMARKS.md) and is the choice when you have its
     pretrained weights. `channels_last` runs the encoder in NHWC layout: the same numbers, faster
     on CPU (1.15x for resnet10t at 48 px, 2x for MobileNetV3; BENCHMARKS.md) and the layout
-    tensor cores want with mixed precision.
+    tensor cores want with mixed precision. `encoder_args` go to the timm constructor: the
+    default config halves resnet10t's widths, 3.4x less time per training step on a CPU
+    (docs/smile_speed.md).
     """
 
     def __init__(
@@ -58,9 +60,10 @@ class SmileEmotionNet(nn.Module):
         dropout: float = 0.2,
         num_emotions: int = NUM_EMOTIONS,
         channels_last: bool = False,
+        encoder_args: dict | None = None,
     ) -> None:
         super().__init__()
-        self.encoder = timm_backbone(backbone, pretrained=pretrained, in_chans=in_chans)
+        self.encoder = timm_backbone(backbone, pretrained, in_chans, encoder_args)
         self.in_chans = in_chans
         self.channels_last = channels_last
         if channels_last:

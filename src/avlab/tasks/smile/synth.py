@@ -23,11 +23,15 @@ bytes. Each image (or clip) is a new person.
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from avlab.data_utils import staged_folder, write_synth_stamp
@@ -90,23 +94,47 @@ def _genki_size(rng: np.random.Generator) -> tuple[int, int]:
     return side, int(np.clip(round(side * rng.uniform(0.75, 1.3)), 64, 240))
 
 
+def _rendered(func: Callable[[Any], Any], items: Iterable[Any], bar: tqdm) -> Iterator[Any]:
+    """`func` over `items` in order, on as many processes as torch has threads (the run's
+    `threads` policy). Every item draws from its own seeded generator, so the bytes do not
+    depend on how many processes rendered them; rendering is most of generation's time."""
+    items = list(items)
+    workers = min(torch.get_num_threads(), max(1, len(items) // 200))
+    if workers <= 1:
+        for item in items:
+            yield func(item)
+            bar.update()
+        return
+    # fork: the children need only numpy and OpenCV, already imported, and start at once.
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        for result in pool.imap(func, items, chunksize=32):
+            yield result
+            bar.update()
+
+
+def _genki_item(job: tuple[int, int]) -> tuple[bytes, str]:
+    """GENKI image `index` of generator `seed`: its JPEG bytes and its labels.txt line."""
+    seed, index = job
+    rng = _item_rng(seed, index)
+    expr = _genki_expression(rng, smiling=rng.uniform() < 0.5)
+    view = Viewing.sample(rng)
+    image = render_face(FaceIdentity.sample(rng), expr, view, _genki_size(rng), rng)
+    line = f"{int(expr.smile > 0.5)} {view.yaw:.6f} {view.pitch:.6f} {view.roll:.6f}\n"
+    return encode_jpeg(image, view.jpeg_quality), line
+
+
 def write_genki4k(root: str | Path, n: int = 2000, seed: int = 0) -> Path:
     """Write a GENKI-4K-format folder of `n` face photos, about half of them smiling."""
     root = Path(root)
     with staged_folder(root) as folder:
         (folder / "files").mkdir()
         lines = []
-        for i in tqdm(range(n), desc=f"GENKI-4K -> {root}", unit="img", mininterval=0.5):
-            rng = _item_rng(seed, i)
-            expr = _genki_expression(rng, smiling=rng.uniform() < 0.5)
-            view = Viewing.sample(rng)
-            image = render_face(FaceIdentity.sample(rng), expr, view, _genki_size(rng), rng)
-            (folder / "files" / f"file{i + 1:04d}.jpg").write_bytes(
-                encode_jpeg(image, view.jpeg_quality)
-            )
-            lines.append(
-                f"{int(expr.smile > 0.5)} {view.yaw:.6f} {view.pitch:.6f} {view.roll:.6f}\n"
-            )
+        bar = tqdm(total=n, desc=f"GENKI-4K -> {root}", unit="img", mininterval=0.5)
+        jobs = ((seed, i) for i in range(n))
+        for i, (jpeg, line) in enumerate(_rendered(_genki_item, jobs, bar)):
+            (folder / "files" / f"file{i + 1:04d}.jpg").write_bytes(jpeg)
+            lines.append(line)
+        bar.close()
         (folder / "labels.txt").write_text("".join(lines))
         write_synth_stamp(folder, f"{__name__}.write_genki4k", {"n": n, "seed": seed})
     return root
@@ -133,6 +161,13 @@ def _fer_image(rng: np.random.Generator, emotion: int) -> np.ndarray:
     return jpeg_roundtrip(grey, max(50, view.jpeg_quality))
 
 
+def _fer_row(job: tuple[int, int, int, int]) -> str:
+    """The CSV pixels field of FER image `index` of split `split_no` showing `emotion`."""
+    seed, split_no, index, emotion = job
+    pixels = _fer_image(_item_rng(seed, split_no * 10**8 + index), emotion)
+    return " ".join(map(str, pixels.ravel().tolist()))
+
+
 def _balanced_labels(n: int, rng: np.random.Generator) -> np.ndarray:
     """n emotion labels, each class as often as n allows, in random order."""
     return rng.permutation(np.arange(n) % len(EMOTIONS))
@@ -155,17 +190,16 @@ def write_fer2013(
         raise ValueError(f"variant must be 'standard' or 'icml', got {variant!r}")
     root = Path(root)
     counts = dict(zip(FER_USAGES, (n_train, n_public, n_private), strict=True))
-    rows = []
     with staged_folder(root) as folder:
         bar = tqdm(
             total=sum(counts.values()), desc=f"FER2013 -> {root}", unit="img", mininterval=0.5
         )
+        jobs = []
         for split_no, (usage, count) in enumerate(counts.items()):
             labels = _balanced_labels(count, _item_rng(seed, 10**9 + split_no))
-            for i, emotion in enumerate(labels):
-                pixels = _fer_image(_item_rng(seed, split_no * 10**8 + i), int(emotion))
-                rows.append((int(emotion), " ".join(map(str, pixels.ravel().tolist())), usage))
-                bar.update()
+            jobs += [(seed, split_no, i, int(emotion), usage) for i, emotion in enumerate(labels)]
+        pixels = _rendered(_fer_row, [job[:4] for job in jobs], bar)
+        rows = [(job[3], text, job[4]) for job, text in zip(jobs, pixels, strict=True)]
         bar.close()
         if variant == "icml":
             text = "emotion, Usage, pixels\n" + "".join(f"{e},{u},{p}\n" for e, p, u in rows)
