@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import timm
 from torch import nn
@@ -12,16 +13,21 @@ class PretrainedWeightsError(RuntimeError):
     """Pretrained weights were asked for but cannot be had."""
 
 
-def timm_backbone(name: str, pretrained: str | bool | None = None, in_chans: int = 3) -> nn.Module:
+def timm_backbone(
+    name: str, pretrained: str | bool | None = None, in_chans: int = 3, **timm_args: Any
+) -> nn.Module:
     """A timm feature extractor (no classifier) with random weights unless `pretrained` is set.
 
     `pretrained` is None/False (random init), a path to a weights file (.safetensors/.pth/.bin)
     or True / "hub" to let timm fetch its default weights, which needs the network.
+    `timm_args` go to the model's constructor (e.g. `channels` of a timm ResNet).
     """
     if not pretrained:
-        return timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans)
+        return timm.create_model(
+            name, pretrained=False, num_classes=0, in_chans=in_chans, **timm_args
+        )
     if pretrained is True or str(pretrained) == "hub":
-        return _from_hub(name, in_chans)
+        return _from_hub(name, in_chans, **timm_args)
     path = Path(str(pretrained)).expanduser()
     if not path.is_file():
         raise PretrainedWeightsError(
@@ -35,6 +41,7 @@ def timm_backbone(name: str, pretrained: str | bool | None = None, in_chans: int
         pretrained_cfg_overlay={"file": str(path)},
         num_classes=0,
         in_chans=in_chans,
+        **timm_args,
     )
 
 
@@ -43,10 +50,12 @@ def feature_width(backbone: nn.Module) -> int:
     return getattr(backbone, "head_hidden_size", None) or backbone.num_features
 
 
-def _from_hub(name: str, in_chans: int) -> nn.Module:
+def _from_hub(name: str, in_chans: int, **timm_args: Any) -> nn.Module:
     """Let timm download its default weights, turning an offline failure into a clear message."""
     try:
-        return timm.create_model(name, pretrained=True, num_classes=0, in_chans=in_chans)
+        return timm.create_model(
+            name, pretrained=True, num_classes=0, in_chans=in_chans, **timm_args
+        )
     except Exception as err:  # timm raises many kinds (URLError, HF hub errors, OSError)
         raise PretrainedWeightsError(
             f"could not fetch pretrained weights for {name!r} ({type(err).__name__}: {err}). "
