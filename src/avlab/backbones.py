@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import timm
 from torch import nn
@@ -16,7 +18,7 @@ def timm_backbone(
     name: str,
     pretrained: str | bool | None = None,
     in_chans: int = 3,
-    model_args: dict | None = None,
+    model_args: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """A timm feature extractor (no classifier) with random weights unless `pretrained` is set.
 

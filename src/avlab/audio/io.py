@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+import torchaudio.transforms as T
 
 from avlab.data_utils import DatasetError
 
@@ -85,8 +87,18 @@ def resample(
         return audio
     is_numpy = isinstance(audio, np.ndarray)
     tensor = torch.from_numpy(to_float(audio)) if is_numpy else audio.float()
-    out = AF.resample(tensor, int(orig_rate), int(new_rate))
+    if tensor.device.type == "cpu" and tensor.dtype == torch.float32:
+        out = _resampler(int(orig_rate), int(new_rate))(tensor)
+    else:
+        out = AF.resample(tensor, int(orig_rate), int(new_rate))
     return out.numpy() if is_numpy else out
+
+
+@functools.lru_cache(maxsize=8)
+def _resampler(orig_rate: int, new_rate: int) -> T.Resample:
+    """A resampler whose sinc kernel is built once per rate pair: AF.resample rebuilds it on
+    every call, which was most of the time of resampling one short clip."""
+    return T.Resample(orig_rate, new_rate)
 
 
 def to_float(audio: np.ndarray) -> np.ndarray:
