@@ -114,7 +114,7 @@ def test_smile_uncertainty_terms_get_no_weight_decay(make_cfg):
     from avlab.run import build_module
 
     module = build_module(make_cfg("experiment=smile_finetune"))
-    groups = module._parameter_groups()
+    groups = module.parameter_groups()
     loss_ids = {id(p) for p in module.criterion.parameters()}
     assert loss_ids, "smile_finetune's loss should have learnable uncertainty terms"
     no_decay = [g for g in groups if g.get("weight_decay") == 0.0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import socket
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from avlab.optuna_sweeper import OWNER_ATTR, UNCOUNTED_ATTR
@@ -78,6 +80,18 @@ def test_two_sweeps_share_the_study_and_a_restarted_sweep_continues_it(tmp_path)
     assert {t.number: t.value for t in complete if t.number in first} == first
     [closed] = [t for t in trials if t.number == orphan.number]
     assert closed.state == TrialState.FAIL and UNCOUNTED_ATTR in closed.user_attrs
+
+    # The preset's search space, and what a sweep leaves: its best trial and a job table.
+    for trial in complete:
+        assert 0.05 <= trial.params["loss.temperature"] <= 0.5
+        assert 1e-4 <= trial.params["optim.lr"] <= 3e-3
+    results = sorted((tmp_path / "logs").rglob("optimization_results.yaml"))
+    best = yaml.safe_load(results[-1].read_text())
+    assert best["best_value"] == pytest.approx(max(t.value for t in complete))
+    tables = sorted((tmp_path / "logs").rglob("jobs.csv"))
+    with tables[-1].open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and all(r["status"] == "completed" for r in rows)
 
 
 class _Ret:

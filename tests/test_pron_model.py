@@ -69,7 +69,7 @@ def test_ctc_is_finite_for_the_shortest_utterances_and_too_short_ones():
 def test_encoder_gets_its_own_learning_rate_group():
     net = PronunciationNet(variant="simple", dim=32, heads=2, task_layers=1)
     module = PronunciationModule(net, optimizer=torch.optim.AdamW, encoder_lr=1e-5)
-    groups = module._parameter_groups()
+    groups = module.parameter_groups()
     encoder = {id(p) for p in net.encoder.parameters()}
     for group in groups:
         in_encoder = {id(p) in encoder for p in group["params"]}

@@ -69,25 +69,6 @@ def test_a_grid_multirun_writes_a_table_with_failed_jobs_listed(tmp_path, data_d
     assert "(best)" in table and table.count("| failed |") == 2
 
 
-@pytest.mark.slow
-def test_an_optuna_sweep_runs_its_trials_and_writes_the_table(tmp_path, data_dir):
-    result = _train_py(
-        tmp_path,
-        data_dir,
-        "sweep=face_voice_optuna",
-        "hydra.sweeper.n_trials=3",
-        "hydra.sweeper.sampler.n_startup_trials=2",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    sweep_dir, rows = _job_table(tmp_path)
-    assert len(rows) == 3 and {r["status"] for r in rows} == {"completed"}
-    for row in rows:
-        assert 0.05 <= float(row["loss.temperature"]) <= 0.5
-        assert 1e-4 <= float(row["optim.lr"]) <= 3e-3
-    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
-    assert best["best_value"] == pytest.approx(max(float(r["val/match_acc"]) for r in rows))
-
-
 @pytest.mark.parametrize(
     ("preset", "sweeper"),
     [("face_voice_grid", "BasicSweeper"), ("face_voice_optuna", "OptunaSweeper")],

@@ -5,18 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import lightning as L
 import torch
 from torchmetrics.functional.classification import binary_roc
 
 from avlab.losses import SymmetricInfoNCE
 from avlab.media import log_figure, roc_figure, similarity_matrix_figure
-from avlab.optim import decay_groups, module_optimizers
+from avlab.tasks.base import TaskModule
 from avlab.tasks.face_voice.metrics import cross_modal_metrics
 from avlab.tasks.face_voice.model import FaceVoiceNet, FaceVoiceOutput
 
 
-class FaceVoiceModule(L.LightningModule):
+class FaceVoiceModule(TaskModule):
     """Trains FaceVoiceNet so a person's face and voice embeddings match.
 
     Logged: `{stage}/loss` beside `{stage}/loss_chance` (the loss of a model that learnt
@@ -35,12 +34,7 @@ class FaceVoiceModule(L.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         scheduler_interval: str = "step",
     ) -> None:
-        super().__init__()
-        self.net = net
-        self.criterion = loss
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.scheduler_interval = scheduler_interval
+        super().__init__(net, loss, optimizer, scheduler, scheduler_interval)
         self._embeddings: dict[str, list[tuple[torch.Tensor, ...]]] = {"val": [], "test": []}
 
     def forward(self, face: torch.Tensor, voice: torch.Tensor) -> FaceVoiceOutput:
@@ -126,6 +120,3 @@ class FaceVoiceModule(L.LightningModule):
         if self.trainer.world_size <= 1:
             return tensor
         return self.all_gather(tensor).flatten(0, 1)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        return module_optimizers(self, decay_groups(self))

@@ -22,7 +22,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
@@ -30,7 +29,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.text import WordErrorRate
 
 from avlab.audio.phones import ARPABET
-from avlab.optim import module_optimizers
+from avlab.tasks.base import TaskModule
 from avlab.tasks.pronunciation.data import CORRECT, DELETED, IGNORE, SUBSTITUTED
 from avlab.tasks.pronunciation.metrics import MDDCounts
 from avlab.tasks.pronunciation.model import N_DECISIONS, PronunciationNet, PronunciationOutput
@@ -125,7 +124,7 @@ def _names(ids: torch.Tensor) -> list[str | None]:
     return [ARPABET[int(i) - 1] if i > 0 else None for i in ids]
 
 
-class PronunciationModule(L.LightningModule):
+class PronunciationModule(TaskModule):
     """Trains PronunciationNet on both tasks; the encoder may have its own learning rate."""
 
     def __init__(
@@ -144,15 +143,11 @@ class PronunciationModule(L.LightningModule):
         mdd_source: str = "ctc",
         augmentation: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
         if mdd_source not in ("ctc", "heads"):
             raise ValueError(f"mdd_source must be ctc or heads, got {mdd_source!r}")
+        super().__init__(net, None, optimizer, scheduler, scheduler_interval)
         self.mdd_source = mdd_source
         self.augmentation = augmentation
-        self.net = net
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.scheduler_interval = scheduler_interval
         self.weights = {
             "ctc": ctc_weight,
             "decision": decision_weight,
@@ -329,10 +324,7 @@ class PronunciationModule(L.LightningModule):
                 table = "\n".join(" | ".join(r) for r in rows)
                 logger.experiment.add_text("val/samples", table, self.current_epoch)
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        return module_optimizers(self, self._parameter_groups())
-
-    def _parameter_groups(self) -> list[dict[str, Any]]:
+    def parameter_groups(self) -> list[dict[str, Any]]:
         """Encoder and the rest (the encoder at `encoder_lr` when set), each split into decayed
         weight matrices and undecayed biases / norm scales / embeddings of padding."""
         encoder_ids = {id(p) for p in self.net.encoder_parameters()}

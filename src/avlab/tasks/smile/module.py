@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MetricCollection
@@ -19,7 +18,7 @@ from torchmetrics.classification import (
 
 from avlab.losses import MaskedMultiTaskLoss
 from avlab.media import confusion_matrix_figure, log_figure, roc_figure
-from avlab.optim import module_optimizers
+from avlab.tasks.base import TaskModule
 from avlab.tasks.smile.model import EMOTIONS, NUM_EMOTIONS, SmileEmotionNet, SmileOutput
 
 
@@ -73,7 +72,7 @@ class HeadMetrics(nn.Module):
         return values
 
 
-class SmileEmotionModule(L.LightningModule):
+class SmileEmotionModule(TaskModule):
     """Trains SmileEmotionNet with a masked multi-task loss; each head sees only its labels.
 
     Metrics (val/ and test/): smile_mae and smile_auroc (label > 0.5) on smile-labelled
@@ -90,12 +89,7 @@ class SmileEmotionModule(L.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         scheduler_interval: str = "step",
     ) -> None:
-        super().__init__()
-        self.net = net
-        self.criterion = loss
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.scheduler_interval = scheduler_interval
+        super().__init__(net, loss, optimizer, scheduler, scheduler_interval)
         self.metrics = nn.ModuleDict({stage: HeadMetrics() for stage in ("val", "test")})
         # Per-source test metrics (test/<source>/...), made in setup once the sources are known.
         self.source_metrics = nn.ModuleDict()
@@ -202,10 +196,7 @@ class SmileEmotionModule(L.LightningModule):
         self.log_dict(values)
         self._log_pictures()
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        return module_optimizers(self, self._parameter_groups())
-
-    def _parameter_groups(self) -> list[dict[str, Any]]:
+    def parameter_groups(self) -> list[dict[str, Any]]:
         """The network with the configured weight decay; the loss's learnable uncertainty terms
         (log-variances, `loss.adaptive`) with none, since decay would pull them towards 0."""
         groups = [{"params": list(self.net.parameters())}]

@@ -9,7 +9,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,7 +16,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import BinaryF1Score
 
 from avlab.audio import write_wav
-from avlab.optim import decay_groups, module_optimizers
+from avlab.tasks.base import TaskModule
 from avlab.tasks.tts.data import SAMPLE_RATE
 from avlab.tasks.tts.metrics import duration_summary, mcd_dtw
 from avlab.tasks.tts.model import TTSNet, TTSOutput
@@ -161,7 +160,7 @@ class TTSLoss(nn.Module):
         return self.weights[name] * (torch.exp(-s) * term + s)
 
 
-class TTSModule(L.LightningModule):
+class TTSModule(TaskModule):
     """Trains TTSNet on normalised log-mels.
 
     Normalisation statistics (per-band mean and std of the training split) and the text
@@ -191,12 +190,7 @@ class TTSModule(L.LightningModule):
         media_examples: int = 2,
         griffin_lim_iters: int = 32,
     ) -> None:
-        super().__init__()
-        self.net = net
-        self.criterion = loss
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.scheduler_interval = scheduler_interval
+        super().__init__(net, loss, optimizer, scheduler, scheduler_interval)
         self.features = dict(features or {})
         self.text_frontend = text_frontend
         self.free_running_val = free_running_val
@@ -450,6 +444,3 @@ class TTSModule(L.LightningModule):
                     )
             except Exception as err:  # a logger's media API must not end a training run
                 log.warning("could not log media to %s: %s", name, err)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        return module_optimizers(self, decay_groups(self))
