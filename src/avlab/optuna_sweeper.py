@@ -20,6 +20,7 @@ database (`storage: postgresql://...`), as Optuna advises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from filelock import FileLock
 from hydra_plugins.hydra_optuna_sweeper._impl import (
     OptunaSweeperImpl,
     create_params_from_overrides,
@@ -76,15 +78,21 @@ class SharedStudyImpl(OptunaSweeperImpl):
         distributions = {**(self.search_space_distributions or {}), **distributions}
         for name in fixed:
             distributions.pop(name, None)
+        opening = contextlib.nullcontext()
         if str(self.storage).startswith(SQLITE):
-            Path(str(self.storage).removeprefix(SQLITE)).parent.mkdir(parents=True, exist_ok=True)
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=self.storage,
-            sampler=self.sampler,
-            directions=self._get_directions(),
-            load_if_exists=True,
-        )
+            db = Path(str(self.storage).removeprefix(SQLITE))
+            db.parent.mkdir(parents=True, exist_ok=True)
+            # Two sweeps started at once would both create the new file's tables ("table
+            # studies already exists"): the first to hold the lock creates them.
+            opening = FileLock(f"{db}.lock")
+        with opening:
+            study = optuna.create_study(
+                study_name=self.study_name,
+                storage=self.storage,
+                sampler=self.sampler,
+                directions=self._get_directions(),
+                load_if_exists=True,
+            )
         self._close_orphans(study)
         done = sum(counted(t) for t in study.get_trials(deepcopy=False))
         log.info(
