@@ -2,7 +2,7 @@
 
 This is the README's first command, run as a subprocess from an empty data folder (generation
 included), as a new user runs it. It takes about 2 minutes on the project's 2-core AVX-512 CPU
-(docs/smile_speed_benchmarks.md; it took 6 before the half-width encoder), so it is marked
+(BENCHMARKS.md; it took 6 before the half-width encoder), so it is marked
 slow. It asserts the held-out bar of the foundation issue; the three-seed margin is measured in
 the benchmarks, not here.
 """

@@ -3,7 +3,8 @@
 hydra-optuna-sweeper 1.3 (which pins optuna 2.10) already opens `storage` with
 `load_if_exists=True`, but it runs `n_trials` *new* trials on every start, numbers job folders
 from 0 in each process, and leaves the trial a killed sweep was running as RUNNING for ever.
-`hydra_plugins.avlab_optuna_sweeper.SharedStudyOptunaSweeper` keeps the plugin's search-space syntax and trial set-up and changes the loop:
+`hydra_plugins.avlab_optuna_sweeper.SharedStudyOptunaSweeper` keeps the plugin's search-space
+syntax and trial set-up and changes the loop:
 
 - `n_trials` is the study's total: before each trial it counts the study's trials (complete,
   pruned, failed, running) and stops at `n_trials`; a trial that two processes asked for at

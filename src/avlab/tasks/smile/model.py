@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,7 +49,7 @@ class SmileEmotionNet(nn.Module):
     on CPU (1.15x for resnet10t at 48 px, 2x for MobileNetV3; BENCHMARKS.md) and the layout
     tensor cores want with mixed precision. `encoder_args` go to the timm constructor: the
     default config halves resnet10t's widths, 3.4x less time per training step on a CPU
-    (docs/smile_speed.md).
+    (BENCHMARKS.md, "The default run meets its bar").
     """
 
     def __init__(
@@ -60,7 +62,7 @@ class SmileEmotionNet(nn.Module):
         dropout: float = 0.2,
         num_emotions: int = NUM_EMOTIONS,
         channels_last: bool = False,
-        encoder_args: dict | None = None,
+        encoder_args: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.encoder = timm_backbone(backbone, pretrained, in_chans, encoder_args)
