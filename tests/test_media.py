@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from avlab.audio.io import read_wav
 from avlab.media import confusion_matrix_figure, log_audio, log_figure, roc_figure
-from tests.conftest import REPO
+from tests.conftest import train_py, train_py_env
 
 
 def _module(tmp_path: Path, loggers: list) -> SimpleNamespace:
@@ -67,13 +64,9 @@ def test_log_audio_writes_a_wav_the_reader_reads_and_sends_it_to_tensorboard(tmp
 
 @pytest.mark.slow
 def test_wandb_offline_multirun_holds_the_pictures_and_the_sweep_group(tmp_path, data_dir):
-    env = {**os.environ, "AVLAB_ROOT": str(REPO), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    cmd = [
-        sys.executable,
-        str(REPO / "train.py"),
+    result = train_py(
+        tmp_path,
         "-m",
-        f"paths.log_dir={tmp_path}",
-        f"paths.data_dir={data_dir}",
         "hydra.sweep.dir=" + str(tmp_path / "sweep_2026"),
         "data=smile_tiny",
         "model.net.lstm_hidden=16",
@@ -84,8 +77,10 @@ def test_wandb_offline_multirun_holds_the_pictures_and_the_sweep_group(tmp_path,
         "trainer.limit_test_batches=2",
         "trainer.num_sanity_val_steps=0",
         "optim.lr=1e-3,2e-3",
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+        log_dir=tmp_path,
+        data_dir=data_dir,
+        env=train_py_env(WANDB_MODE="offline", WANDB_SILENT="true"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for job in ("0", "1"):
         job_dir = tmp_path / "sweep_2026" / job
