@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import hydra
 import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
@@ -32,7 +33,7 @@ def _start(tmp_path: Path, log_dir: str, *overrides: str) -> subprocess.Popen:
         *TINY_FACE_VOICE,
         *overrides,
         log_dir=tmp_path / log_dir,
-        data_dir=tmp_path / log_dir / "data",
+        data_dir=tmp_path / "data",
         stdout=subprocess.DEVNULL,
     )
 
@@ -51,13 +52,24 @@ def _global_step(ckpt: Path) -> int:
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_epoch_resumes_to_the_same_steps_and_metrics(tmp_path):
+def test_a_run_killed_mid_epoch_resumes_to_the_same_steps_and_metrics(tmp_path, make_cfg):
     """kill -9 at step 7 of 8, then the same command with resume=auto: 8 optimizer steps in
-    all, like an uninterrupted run, and test metrics within 0.1 of it."""
+    all, like an uninterrupted run, and the same test metrics (1e-6; they came out bitwise
+    equal at seeds 42 and 1, augmentation and dropout on). The resumed run trains on the
+    batches the whole run trained next, each sample augmented alike, with the RNG state the
+    checkpoint kept (avlab.data_order), and tests the best checkpoint from before the crash
+    when that is still the best (FiniteModelCheckpoint brings it into the new run folder).
+    Before these, the gap was up to 0.11 in test loss."""
     crash = [
         "+callbacks.crash._target_=avlab.resume.SigkillAtStep",
         f"+callbacks.crash.step={CRASH_AT_STEP}",
     ]
+    # One dataset for both: espeak-ng's speech varies a little from take to take, so two
+    # generations of the default data are not byte-equal (face_voice/synth.py).
+    cfg = make_cfg(*TINY_FACE_VOICE[:2])
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(tmp_path / "data")
+    hydra.utils.instantiate(cfg.data).prepare_data()
     # The uninterrupted run and the one to be killed are independent: run them side by side.
     whole, killed = _start(tmp_path, "whole"), _start(tmp_path, "crash", *crash)
     code, stderr = _wait(whole)
@@ -77,10 +89,14 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_steps_and_metrics(tmp_path):
     steps = _global_step(resumed_run / "checkpoints" / "last.ckpt")
     assert steps == _global_step(whole_run / "checkpoints" / "last.ckpt") == 8
 
-    expected = json.loads((whole_run / "metrics.json").read_text())["metrics"]
-    got = json.loads((resumed_run / "metrics.json").read_text())["metrics"]
+    expected = json.loads((whole_run / "metrics.json").read_text())
+    got = json.loads((resumed_run / "metrics.json").read_text())
+    assert got["value"] == pytest.approx(expected["value"], abs=1e-6)  # the best val/match_acc
     for name in ("test/loss", "test/match_acc"):
-        assert got[name] == pytest.approx(expected[name], abs=0.1), name
+        assert got["metrics"][name] == pytest.approx(expected["metrics"][name], abs=1e-6), name
+    for name in ("train/loss", "val/loss"):  # the last epoch's, from the resumed part
+        last, whole_last = got["last_epoch_metrics"], expected["last_epoch_metrics"]
+        assert last[name] == pytest.approx(whole_last[name], abs=1e-6), name
 
 
 def test_a_killed_checkpoint_write_leaves_the_previous_last_ckpt_loadable(tmp_path, monkeypatch):

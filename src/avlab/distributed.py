@@ -30,7 +30,9 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from lightning.pytorch.trainer.connectors.data_connector import _get_distributed_sampler
 from lightning.pytorch.utilities.data import _update_dataloader, has_iterable_dataset
 from omegaconf import OmegaConf
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler
+
+from avlab.data_order import EpochBatchSampler, ResumableDataLoader, global_seed
 
 log = logging.getLogger(__name__)
 
@@ -106,44 +108,22 @@ class HydraJobLauncher(_SubprocessScriptLauncher):
                 os.environ[name] = value
 
 
-class ShardedBatchSampler(Sampler[list[int]]):
-    """A task's own batch sampler (one Lightning cannot shard) split over ranks: every rank
-    draws the same batches (the wrapped sampler runs under one seed per epoch on all ranks) and
-    keeps every world_size-th one; the list is padded so every rank gets the same number."""
-
-    def __init__(self, batch_sampler: Any, rank: int, world_size: int, seed: int = 0) -> None:
-        self.batch_sampler, self.rank, self.world_size = batch_sampler, rank, world_size
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return -(-len(self.batch_sampler) // self.world_size)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed + self.epoch)
-            batches = list(self.batch_sampler)
-        # Like DistributedSampler, pad with batches from the start so every rank has as many
-        # (a rank with fewer steps would leave the others waiting in an all-reduce).
-        padded = batches + batches[: len(self) * self.world_size - len(batches)]
-        yield from padded[self.rank :: self.world_size]
-
-
 def shard_dataloader(dataloader: Any, rank: int, world_size: int) -> Any:
     """The loader with Lightning's usual DistributedSampler, or, for a task's own batch
-    sampler, a ShardedBatchSampler around it."""
+    sampler, an EpochBatchSampler taking every world_size-th batch. A task's training loader
+    comes already split (avlab.data_order) and is returned as it is."""
     if not isinstance(dataloader, DataLoader) or has_iterable_dataset(dataloader):
+        return dataloader
+    if isinstance(dataloader, ResumableDataLoader):
         return dataloader
     if isinstance(dataloader.sampler, DistributedSampler):
         return dataloader
-    seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+    seed = global_seed()
     batch_sampler = dataloader.batch_sampler
     if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
         return DataLoader(
             dataloader.dataset,
-            batch_sampler=ShardedBatchSampler(batch_sampler, rank, world_size, seed),
+            batch_sampler=EpochBatchSampler(batch_sampler, rank, world_size, seed),
             num_workers=dataloader.num_workers,
             collate_fn=dataloader.collate_fn,
             pin_memory=dataloader.pin_memory,

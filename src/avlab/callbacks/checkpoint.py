@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -63,8 +66,49 @@ class FiniteModelCheckpoint(ModelCheckpoint):
         return {**super().state_dict(), "best_val_metrics": self.best_val_metrics}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
+        """Also when a resumed run writes into a new run folder: the saved top-k checkpoints are
+        brought into it (hard links, else copies) and their scores kept, so the resumed run
+        compares its validations with the best before the crash and tests the same best
+        checkpoint the uninterrupted run would. (Lightning keeps the scores only when the
+        folder is unchanged, and a resumed run would take its first validation for the best.)
+        """
+        old_dir = state_dict.get("dirpath")
+        if self.dirpath is None or old_dir is None or Path(old_dir) == Path(self.dirpath):
+            super().load_state_dict(state_dict)
+        else:
+            moved = {
+                path: self._bring_over(Path(path), Path(old_dir))
+                for path in state_dict.get("best_k_models", {})
+            }
+            self.best_k_models = {
+                moved[path]: score
+                for path, score in state_dict.get("best_k_models", {}).items()
+                if moved[path]
+            }
+            if self.best_k_models:
+                self.best_model_score = state_dict.get("best_model_score")
+                self.best_model_path = moved.get(state_dict.get("best_model_path"), "") or ""
+                self.kth_best_model_path = moved.get(state_dict.get("kth_best_model_path"), "")
+                self.kth_value = state_dict.get("kth_value", self.kth_value)
         self.best_val_metrics = dict(state_dict.get("best_val_metrics", {}))
+
+    def _bring_over(self, path: Path, old_dir: Path) -> str:
+        """`path` (a checkpoint of the saved run's folder) linked or copied into this dirpath;
+        '' when it is not a .ckpt file of that folder or is gone."""
+        if path.parent != old_dir or path.suffix != ".ckpt" or not path.is_file():
+            return ""
+        target = Path(self.dirpath) / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            try:
+                os.link(path, target)
+            except FileExistsError:
+                pass  # another rank brought it over first
+            except OSError:
+                temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+                shutil.copy2(path, temporary)
+                os.replace(temporary, target)
+        return str(target)
 
     def _save_topk_checkpoint(
         self, trainer: L.Trainer, monitor_candidates: dict[str, Tensor]

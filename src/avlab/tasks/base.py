@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from avlab.data_order import load_pending_loader_states
 from avlab.optim import decay_groups, module_optimizers
 
 
@@ -40,3 +41,7 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return module_optimizers(self, self.parameter_groups())
+
+    def on_train_start(self) -> None:
+        """A resumed run goes on with the batches it had not trained (avlab.data_order)."""
+        load_pending_loader_states(self.trainer)

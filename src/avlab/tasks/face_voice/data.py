@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from avlab.audio import read_wav
+from avlab.data_order import order_for_trainer
 from avlab.data_utils import (
     DatasetError,
     ensure_generated,
@@ -335,6 +336,10 @@ class DistinctIdentityBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return self.repeats * (self.n_people // self.batch_size)
 
+    def with_batch_size(self, batch_size: int) -> DistinctIdentityBatchSampler:
+        """The same sampler at another batch size (DDP draws the global batch and splits it)."""
+        return DistinctIdentityBatchSampler(self.n_people, batch_size, self.repeats)
+
     def __iter__(self) -> Iterator[list[int]]:
         for _ in range(self.repeats):
             order = torch.randperm(self.n_people).tolist()
@@ -434,9 +439,10 @@ class FaceVoiceDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         people = self.people["train"]
         sampler = DistinctIdentityBatchSampler(len(people), self.batch_size, self.epoch_repeats)
-        return self._loader(
+        loader = self._loader(
             FaceVoiceTrainSet(people, self.media, self.augment), batch_sampler=sampler
         )
+        return order_for_trainer(loader, self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

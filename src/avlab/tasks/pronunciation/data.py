@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from avlab.audio import LogMel, read_wav
 from avlab.audio.phones import ARPABET, SILENCE, normalize_phone
+from avlab.data_order import order_for_trainer
 from avlab.data_utils import DatasetError, ensure_generated, make_loader
 
 log = logging.getLogger(__name__)
@@ -392,7 +393,7 @@ class PronunciationDataModule(L.LightningDataModule):
             return self._resamplers[rate](wave)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return order_for_trainer(self._loader("train", shuffle=True), self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
 
+from avlab.data_order import order_for_trainer
 from avlab.data_utils import (
     DatasetError,
     ensure_generated,
@@ -671,7 +672,8 @@ class SmileDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self._concat("train")
         sampler = self._mix_sampler(dataset) if self.mix else None
-        return self._loader(dataset, shuffle=sampler is None, sampler=sampler, drop_last=True)
+        loader = self._loader(dataset, shuffle=sampler is None, sampler=sampler, drop_last=True)
+        return order_for_trainer(loader, self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._concat("val"), shuffle=False)

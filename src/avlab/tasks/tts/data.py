@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from avlab.audio import LogMel, read_wav
 from avlab.audio.io import resample
 from avlab.audio.phones import ARPABET, word_phones
+from avlab.data_order import order_for_trainer
 from avlab.data_utils import DatasetError, ensure_generated, make_loader, seeded_split
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,7 @@ class LengthBucketSampler(Sampler[list[int]]):
     """Batches of utterances of similar length (less padding), in a new random order each epoch."""
 
     def __init__(self, lengths: list[int], batch_size: int, shuffle: bool = True) -> None:
+        self.lengths, self.batch_size = list(lengths), batch_size
         order = np.argsort(lengths, kind="stable")
         self.batches = [
             order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)
@@ -200,6 +202,10 @@ class LengthBucketSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self.batches)
+
+    def with_batch_size(self, batch_size: int) -> LengthBucketSampler:
+        """The same sampler at another batch size (DDP draws the global batch and splits it)."""
+        return LengthBucketSampler(self.lengths, batch_size, self.shuffle)
 
     def __iter__(self) -> Iterator[list[int]]:
         order = torch.randperm(len(self.batches)).tolist() if self.shuffle else range(len(self))
@@ -309,7 +315,7 @@ class TTSDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         data = self.splits["train"]
         sampler = LengthBucketSampler([len(m) for m in data.mels], self.batch_size)
-        return self._loader(data, batch_sampler=sampler)
+        return order_for_trainer(self._loader(data, batch_sampler=sampler), self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
