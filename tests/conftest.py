@@ -49,6 +49,15 @@ def compose_config(
     return cfg
 
 
+def generate_default_data(data_dir: Path, *overrides: str) -> None:
+    """Generate the dataset of the config `overrides` select (e.g. experiment=..., data=...)
+    into `data_dir` now, so several train.py runs started at once read one copy."""
+    import hydra
+
+    cfg = compose_config("train", list(overrides), data_dir / "_compose", data_dir)
+    hydra.utils.instantiate(cfg.data).prepare_data()
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
     """Build a train config from overrides, on the data config's `_tiny` twin unless `tiny=False`."""

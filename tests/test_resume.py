@@ -6,7 +6,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import hydra
 import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
@@ -15,7 +14,7 @@ from avlab.checkpoint_io import AtomicCheckpointIO
 from avlab.checkpoints import load_checkpoint
 from avlab.resume import WANDB_ID_FILE, find_unfinished_run
 from avlab.run import instantiate_loggers
-from tests.conftest import start_train_py
+from tests.conftest import generate_default_data, start_train_py
 
 TINY_FACE_VOICE = [
     "experiment=face_voice",
@@ -52,7 +51,7 @@ def _global_step(ckpt: Path) -> int:
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_epoch_resumes_to_the_same_steps_and_metrics(tmp_path, make_cfg):
+def test_a_run_killed_mid_epoch_resumes_to_the_same_steps_and_metrics(tmp_path):
     """kill -9 at step 7 of 8, then the same command with resume=auto: 8 optimizer steps in
     all, like an uninterrupted run, and the same test metrics (1e-6; they came out bitwise
     equal at seeds 42 and 1, augmentation and dropout on). The resumed run trains on the
@@ -66,10 +65,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_steps_and_metrics(tmp_path, 
     ]
     # One dataset for both: espeak-ng's speech varies a little from take to take, so two
     # generations of the default data are not byte-equal (face_voice/synth.py).
-    cfg = make_cfg(*TINY_FACE_VOICE[:2])
-    with open_dict(cfg):
-        cfg.paths.data_dir = str(tmp_path / "data")
-    hydra.utils.instantiate(cfg.data).prepare_data()
+    generate_default_data(tmp_path / "data", *TINY_FACE_VOICE[:2])
     # The uninterrupted run and the one to be killed are independent: run them side by side.
     whole, killed = _start(tmp_path, "whole"), _start(tmp_path, "crash", *crash)
     code, stderr = _wait(whole)

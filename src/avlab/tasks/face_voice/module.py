@@ -43,10 +43,20 @@ class FaceVoiceModule(TaskModule):
     def _step(
         self, batch: dict[str, torch.Tensor], stage: str
     ) -> tuple[FaceVoiceOutput, torch.Tensor]:
-        """Embed a batch, score it with the loss, log the loss beside its chance level."""
+        """Embed a batch, score it with the loss, log the loss beside its chance level.
+
+        Under DDP the loss is over the global batch: every rank gathers all ranks' embeddings
+        (with their gradients, as CLIP-style training does), so each person's negatives are
+        everyone in the global batch and the loss, its chance level and the gradient are those
+        of one process with the global batch (the training loader splits batches of distinct
+        people over the ranks, avlab.data_order)."""
         out = self.net(batch["face"], batch["voice"])
-        losses = self.criterion(out.face, out.voice, batch["identity"])
-        size = batch["face"].shape[0]
+        face, voice, ids = out.face, out.voice, batch["identity"]
+        if self._trainer is not None and self.trainer.world_size > 1:
+            face, voice = (self.all_gather(t, sync_grads=True).flatten(0, 1) for t in (face, voice))
+            ids = self.all_gather(ids).flatten(0, 1)
+        losses = self.criterion(face, voice, ids)
+        size = face.shape[0]
         self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=size)
         self.log(
             f"{stage}/loss_chance", losses["chance"], prog_bar=stage != "train", batch_size=size
