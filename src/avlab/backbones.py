@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
+import torch
 from torch import nn
 
 
@@ -19,15 +20,36 @@ def timm_backbone(
     pretrained: str | bool | None = None,
     in_chans: int = 3,
     model_args: Mapping[str, Any] | None = None,
+    channels_last: bool = False,
 ) -> nn.Module:
     """A timm feature extractor (no classifier) with random weights unless `pretrained` is set.
 
     `pretrained` is None/False (random init), a path to a weights file (.safetensors/.pth/.bin)
     or True / "hub" to let timm fetch its default weights, which needs the network.
     `model_args` go to the timm model's constructor (e.g. a ResNet's `channels`, `stem_width`);
-    pretrained weights only fit the architecture they were trained with.
+    pretrained weights only fit the architecture they were trained with. `channels_last`: see
+    `to_channels_last`.
     """
-    extra = dict(model_args or {})
+    backbone = _create(name, pretrained, in_chans, dict(model_args or {}))
+    return to_channels_last(backbone) if channels_last else backbone
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """`module` with its weights in NHWC (channels-last) layout, and its 4-D input put in that
+    layout before each forward: the same numbers, faster convolutions on CPU (oneDNN) and the
+    layout tensor cores want under mixed precision. Checkpoints load into it unchanged."""
+    module.to(memory_format=torch.channels_last)
+    module.register_forward_pre_hook(_channels_last_input)
+    return module
+
+
+def _channels_last_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    images, *rest = args
+    return (images.contiguous(memory_format=torch.channels_last), *rest)
+
+
+def _create(name: str, pretrained: str | bool | None, in_chans: int, extra: dict) -> nn.Module:
+    """The timm model: random, from the hub, or from a local weights file."""
     if not pretrained:
         return timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **extra)
     if pretrained is True or str(pretrained) == "hub":

@@ -32,7 +32,7 @@ from lightning.pytorch.utilities.data import _update_dataloader, has_iterable_da
 from omegaconf import OmegaConf
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler
 
-from avlab.data_order import EpochBatchSampler, ResumableDataLoader, global_seed
+from avlab.data_order import EpochBatchSampler, ResumableDataLoader, global_seed, loader_like
 
 log = logging.getLogger(__name__)
 
@@ -121,18 +121,8 @@ def shard_dataloader(dataloader: Any, rank: int, world_size: int) -> Any:
     seed = global_seed()
     batch_sampler = dataloader.batch_sampler
     if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
-        return DataLoader(
-            dataloader.dataset,
-            batch_sampler=EpochBatchSampler(batch_sampler, rank, world_size, seed),
-            num_workers=dataloader.num_workers,
-            collate_fn=dataloader.collate_fn,
-            pin_memory=dataloader.pin_memory,
-            worker_init_fn=dataloader.worker_init_fn,
-            persistent_workers=dataloader.persistent_workers,
-            multiprocessing_context=dataloader.multiprocessing_context,
-            prefetch_factor=dataloader.prefetch_factor,
-            generator=dataloader.generator,
-        )
+        sharded = EpochBatchSampler(batch_sampler, rank, world_size, seed)
+        return loader_like(dataloader, batch_sampler=sharded)
     sampler = _get_distributed_sampler(
         dataloader,
         shuffle=isinstance(dataloader.sampler, RandomSampler),

@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 from torch import Tensor, nn
 
-from avlab.callbacks.nan_guard import TrainingStepPatch, named_tensors
+from avlab.callbacks.nan_guard import DetachingCallback, TrainingStepPatch, named_tensors
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def poisoned_loss(output: Any) -> Any:
     return output * NAN
 
 
-class NanInjector(L.Callback):
+class NanInjector(DetachingCallback):
     """Injects NaN at the given global steps, to see NanGuard (and its locator) at work.
 
     target: "loss" multiplies training_step's loss by NaN (so gradients are NaN too);
@@ -151,16 +151,6 @@ class NanInjector(L.Callback):
         if first is not None:
             self._record()
             first.grad.fill_(NAN)
-
-    def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
-    ) -> None:
-        """Removes the wrapper and the hook; teardown is not called after an exception."""
-        self._detach()
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Removes the wrapper and the hook."""
-        self._detach()
 
     def _detach(self) -> None:
         """Undoes what setup attached."""

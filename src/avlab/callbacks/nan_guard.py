@@ -129,6 +129,22 @@ class TrainingStepPatch:
             self._module.__dict__["training_step"] = self._saved
 
 
+class DetachingCallback(L.Callback):
+    """A callback that attaches a TrainingStepPatch or hooks to the module and undoes them in
+    `_detach`, at teardown and on an exception (after which Lightning calls no teardown)."""
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._detach()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._detach()
+
+    def _detach(self) -> None:
+        raise NotImplementedError
+
+
 class FaultLocator:
     """Forward hooks, armed only after a fault, that remember the first submodule with a non-finite output."""
 
@@ -189,7 +205,7 @@ class Snapshot:
     scaler_state: dict[str, Any] | None = None
 
 
-class NanGuard(L.Callback):
+class NanGuard(DetachingCallback):
     """Skips non-finite training steps, rolls back after repeated ones, and names where the fault began.
 
     Per step: a batch with non-finite floating inputs is skipped before the forward pass (so
@@ -580,16 +596,6 @@ class NanGuard(L.Callback):
                     group[key] = value * self.lr_backoff
         for config in trainer.lr_scheduler_configs:
             scale_scheduler_lrs(config.scheduler, self.lr_backoff)
-
-    def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
-    ) -> None:
-        """Unwraps training_step and removes hooks; teardown is not called after an exception."""
-        self._detach()
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Unwraps training_step and removes hooks."""
-        self._detach()
 
     def _detach(self) -> None:
         """Undoes what on_fit_start and the locator attached to the module."""

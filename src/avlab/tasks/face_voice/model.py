@@ -123,8 +123,9 @@ class Wav2Vec2Encoder(nn.Module):
 class FaceEncoder(nn.Module):
     """A timm image backbone (random unless `pretrained` names local weights), pooled features.
 
-    Weights and images are kept channels-last: oneDNN's convolutions (and cuDNN's under mixed
-    precision) run faster on that layout; a checkpoint's tensors load into it unchanged.
+    `channels_last` (on by default) keeps weights and images in NHWC layout
+    (avlab.backbones.to_channels_last): oneDNN's convolutions (and cuDNN's under mixed
+    precision) run faster on it; a checkpoint's tensors load into it unchanged.
     """
 
     def __init__(
@@ -132,15 +133,17 @@ class FaceEncoder(nn.Module):
         backbone: str = "resnet10t",
         pretrained: str | bool | None = None,
         backbone_args: Mapping[str, Any] | None = None,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
-        self.backbone = timm_backbone(backbone, pretrained=pretrained, model_args=backbone_args)
-        self.backbone.to(memory_format=torch.channels_last)
+        self.backbone = timm_backbone(
+            backbone, pretrained, model_args=backbone_args, channels_last=channels_last
+        )
         self.out_dim = feature_width(self.backbone)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, out_dim) pooled features."""
-        return self.backbone(images.contiguous(memory_format=torch.channels_last))
+        return self.backbone(images)
 
 
 class FaceVoiceNet(nn.Module):
@@ -157,9 +160,12 @@ class FaceVoiceNet(nn.Module):
         wav2vec2: Mapping[str, Any] | None = None,
         embed_dim: int = 128,
         head: Mapping[str, Any] | None = None,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
-        self.face_encoder = FaceEncoder(face_backbone, pretrained, face_backbone_args)
+        self.face_encoder = FaceEncoder(
+            face_backbone, pretrained, face_backbone_args, channels_last
+        )
         if voice_encoder == "cnn":
             self.voice_encoder: nn.Module = LogMelCNN(sample_rate=sample_rate, **dict(cnn or {}))
         elif voice_encoder == "wav2vec2":

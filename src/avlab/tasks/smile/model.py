@@ -45,7 +45,8 @@ class SmileEmotionNet(nn.Module):
     The per-frame encoder is any timm model name. The default config uses `resnet10t`;
     `model=smile_mnv3` selects the designed `mobilenetv3_small_100`, which learns this task
     far more slowly from random weights (BENCHMARKS.md) and is the choice when you have its
-    pretrained weights. `channels_last` runs the encoder in NHWC layout: the same numbers, faster
+    pretrained weights. `channels_last` runs the encoder in NHWC layout
+    (avlab.backbones.to_channels_last): the same numbers, faster
     on CPU (1.15x for resnet10t at 48 px, 2x for MobileNetV3; BENCHMARKS.md) and the layout
     tensor cores want with mixed precision. `encoder_args` go to the timm constructor: the
     default config halves resnet10t's widths, 3.4x less time per training step on a CPU
@@ -65,11 +66,8 @@ class SmileEmotionNet(nn.Module):
         encoder_args: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.encoder = timm_backbone(backbone, pretrained, in_chans, encoder_args)
+        self.encoder = timm_backbone(backbone, pretrained, in_chans, encoder_args, channels_last)
         self.in_chans = in_chans
-        self.channels_last = channels_last
-        if channels_last:
-            self.encoder.to(memory_format=torch.channels_last)
         self.temporal = nn.LSTM(
             input_size=feature_width(self.encoder),
             hidden_size=lstm_hidden,
@@ -90,8 +88,6 @@ class SmileEmotionNet(nn.Module):
         images = frames.flatten(0, 1)
         if images.shape[1] == 1 and self.in_chans != 1:
             images = images.expand(-1, self.in_chans, -1, -1)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         features = self.encoder(images).view(batch, steps, -1)
         hidden, _ = self.temporal(features)  # (B, T, 2*hidden)
         hidden = self.dropout(hidden)
