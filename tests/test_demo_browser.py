@@ -93,9 +93,22 @@ def _open_tab(page, title: str) -> None:
     page.get_by_role("tab", name=title).click()
 
 
-def _upload(page, elem_id: str, path: Path) -> None:
-    page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
-    page.wait_for_selector(f"#{elem_id} >> text={path.name}", timeout=TIMEOUT_MS)
+def _upload(page, elem_id: str, path: Path, attempts: int = 3) -> None:
+    """Choose `path` in an upload box and wait until the box names it. A file set before the
+    component's script is listening is dropped (seen once in CI: the name never came), so
+    the choice is made again, up to `attempts` times."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    for attempt in range(attempts):
+        page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
+        try:
+            page.wait_for_selector(
+                f"#{elem_id} >> text={path.name}", timeout=TIMEOUT_MS // attempts
+            )
+            return
+        except PlaywrightTimeoutError:
+            if attempt == attempts - 1:
+                raise
 
 
 def _screenshot(page, tab: str, full_page: bool = True) -> None:
