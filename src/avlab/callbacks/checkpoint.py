@@ -87,7 +87,7 @@ class FiniteModelCheckpoint(ModelCheckpoint):
             }
             if self.best_k_models:
                 self.best_model_score = state_dict.get("best_model_score")
-                self.best_model_path = moved.get(state_dict.get("best_model_path"), "") or ""
+                self.best_model_path = moved.get(state_dict.get("best_model_path"), "")
                 self.kth_best_model_path = moved.get(state_dict.get("kth_best_model_path"), "")
                 self.kth_value = state_dict.get("kth_value", self.kth_value)
         self.best_val_metrics = dict(state_dict.get("best_val_metrics", {}))

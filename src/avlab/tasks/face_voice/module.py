@@ -51,10 +51,8 @@ class FaceVoiceModule(TaskModule):
         of one process with the global batch (the training loader splits batches of distinct
         people over the ranks, avlab.data_order)."""
         out = self.net(batch["face"], batch["voice"])
-        face, voice, ids = out.face, out.voice, batch["identity"]
-        if self._trainer is not None and self.trainer.world_size > 1:
-            face, voice = (self.all_gather(t, sync_grads=True).flatten(0, 1) for t in (face, voice))
-            ids = self.all_gather(ids).flatten(0, 1)
+        face, voice = (self._gather(t, sync_grads=True) for t in (out.face, out.voice))
+        ids = self._gather(batch["identity"])
         losses = self.criterion(face, voice, ids)
         size = face.shape[0]
         self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=size)
@@ -125,8 +123,9 @@ class FaceVoiceModule(TaskModule):
             self, "test/verification_roc", roc_figure(fpr, tpr, auc, "verification ROC (test)")
         )
 
-    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """The tensor from every rank, concatenated (itself when training on one device)."""
-        if self.trainer.world_size <= 1:
+    def _gather(self, tensor: torch.Tensor, sync_grads: bool = False) -> torch.Tensor:
+        """The tensor from every rank, concatenated (itself on one device or without a trainer);
+        `sync_grads` lets the gradient flow back to each rank's own part."""
+        if self._trainer is None or self.trainer.world_size <= 1:
             return tensor
-        return self.all_gather(tensor).flatten(0, 1)
+        return self.all_gather(tensor, sync_grads=sync_grads).flatten(0, 1)
