@@ -230,3 +230,44 @@ def test_auto_motion_threshold_follows_the_camera_noise_and_travels_in_the_check
     restored.load_state_dict(noisy.state_dict())
     assert restored.binary_threshold == pytest.approx(noisy.binary_threshold)
     assert "calibration" not in MotionRegions(binary_threshold=12).state_dict()
+
+
+def _shake(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """`image` as seen by a camera moved so the scene shifts by (dx, dy) px (sub-pixel, bilinear)."""
+    matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+    size = (image.shape[1], image.shape[0])
+    return cv2.warpAffine(image, matrix, size, borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_stabilize_cancels_camera_shake_and_keeps_the_moving_figure():
+    # A textured ground, one flat figure moving 3 px right, and the camera shaken by a
+    # sub-pixel amount between the two frames: without stabilisation the ground's texture
+    # "moves" everywhere; with it, the figure is the one moving region and keeps its speed.
+    ground = (0.25 + 0.5 * _textured(96, 128, seed=3)).astype(np.float32)
+    first, last = ground.copy(), ground.copy()
+    first[40:64, 30:40] = 0.95
+    last[40:64, 33:43] = 0.95
+    last = _shake(last, 0.7, -0.5)
+    clips = torch.stack([_rgb(first)[0], _rgb(last)[0]]).unsqueeze(0)
+    velocity = {"min_magnitude": 0.3, "normalize": "region", "speed": True}
+    motion = {"binary_threshold": 12, "dilation": 4}  # conf/model/aivad.yaml
+    settings = dict(appearance="off", min_bbox_area=20, velocity=velocity, motion=motion)
+    shaken = AiVadNet(**settings).eval()
+    steady = AiVadNet(**settings, stabilize=True).eval()
+
+    flow = shaken.flow_extractor(clips[:, 0], clips[:, -1])
+    from avlab.tasks.vad.model import camera_shift
+
+    assert camera_shift(flow)[0].tolist() == pytest.approx([0.7, -0.5], abs=0.15)
+
+    boxes_shaken = shaken.extract(clips)[0][0]["boxes"]
+    regions, features = steady.extract(clips)
+    boxes = regions[0]["boxes"]
+    covered = ((boxes_shaken[:, 2:] - boxes_shaken[:, :2] + 1).prod(dim=1)).sum()
+    assert covered > 10 * 26 * 13  # the texture "moves" everywhere, not just the figure
+    assert len(boxes) == 1
+    x1, y1, x2, y2 = boxes[0].tolist()
+    assert 24 <= x1 <= 31 and 41 <= x2 <= 48 and 34 <= y1 <= 41 and 62 <= y2 <= 70
+    speed = features[0][next(iter(features[0]))][0, 8]  # log1p(90th-percentile speed)
+    assert float(torch.expm1(speed)) == pytest.approx(3.0, abs=1.0)
+    assert "stabilize" in steady.feature_config and "stabilize" not in shaken.feature_config

@@ -46,17 +46,17 @@ def write_family_member(
     return write_ucsd_scene(root, scene=scene, seed=max(seed, 0), **kwargs)
 
 
-def _batches(root: Path, split: Split, batch_size: int) -> DataLoader:
+def _batches(root: Path, split: Split, batch_size: int, clip_length: int = 2) -> DataLoader:
     """Clips of one split of a generated scene (root = the category folder)."""
-    dataset = UCSDpedFrames(root.parent, root.name, split)
+    dataset = UCSDpedFrames(root.parent, root.name, split, clip_length_in_frames=clip_length)
     return DataLoader(dataset, batch_size=batch_size, collate_fn=VideoBatch.collate)
 
 
 @torch.no_grad()
-def fit_on(net: AiVadNet, root: Path, batch_size: int = 16) -> AiVadNet:
+def fit_on(net: AiVadNet, root: Path, batch_size: int = 16, clip_length: int = 2) -> AiVadNet:
     """Fit (or, when already fitted, merge into) `net` with one pass over a scene's Train/ videos."""
     net.train()
-    for batch in _batches(root, Split.TRAIN, batch_size):
+    for batch in _batches(root, Split.TRAIN, batch_size, clip_length):
         net.observe_training_clips(batch.image)
         for frame_features, video in zip(net(batch.image), batch.video_path, strict=True):
             net.density.update(frame_features, group=video)
@@ -65,14 +65,14 @@ def fit_on(net: AiVadNet, root: Path, batch_size: int = 16) -> AiVadNet:
 
 
 @torch.no_grad()
-def score_on(net: AiVadNet, root: Path, batch_size: int = 16) -> FittedScene:
+def score_on(net: AiVadNet, root: Path, batch_size: int = 16, clip_length: int = 2) -> FittedScene:
     """Score a scene's Test/ frames with a fitted `net`, and note its training frames' maximum."""
     net.eval()
     train_max = 0.0
-    for batch in _batches(root, Split.TRAIN, batch_size):
+    for batch in _batches(root, Split.TRAIN, batch_size, clip_length):
         train_max = max(train_max, float(net(batch.image).frame_scores.max()))
     collector = FrameScoreCollector()
-    for batch in _batches(root, Split.TEST, batch_size):
+    for batch in _batches(root, Split.TEST, batch_size, clip_length):
         out = net(batch.image)
         collector.add(
             batch.video_path, batch.frames, out.frame_scores, batch.gt_label, out.stream_scores
@@ -80,9 +80,11 @@ def score_on(net: AiVadNet, root: Path, batch_size: int = 16) -> FittedScene:
     return FittedScene(collector.videos(), train_max)
 
 
-def fit_and_score(root: Path, net: AiVadNet, batch_size: int = 16) -> FittedScene:
+def fit_and_score(
+    root: Path, net: AiVadNet, batch_size: int = 16, clip_length: int = 2
+) -> FittedScene:
     """Fit `net` on a scene's Train/ videos (one pass, as the training epoch does) and score Test/."""
-    return score_on(fit_on(net, root, batch_size), root, batch_size)
+    return score_on(fit_on(net, root, batch_size, clip_length), root, batch_size, clip_length)
 
 
 def event_raises_score(video: VideoScores, sigma: float = 0.0, percentile: float = 95.0) -> bool:

@@ -74,8 +74,10 @@ class AiVadNet(nn.Module):
         motion: dict | None = None,
         maskrcnn: dict | None = None,
         timm: dict | None = None,
+        stabilize: bool = False,
     ) -> None:
         super().__init__()
+        self.stabilize = stabilize
         self.choices = {
             "flow": flow,
             "regions": regions,
@@ -93,6 +95,8 @@ class AiVadNet(nn.Module):
             maskrcnn=maskrcnn,
             timm=timm,
         )
+        if stabilize:  # older checkpoints' configs lack the key; absent means off
+            self.feature_config["stabilize"] = True
         check_weights(self.choices)
         self.flow_extractor = build_flow(flow, farneback)
         self.region_extractor = build_regions(
@@ -140,13 +144,20 @@ class AiVadNet(nn.Module):
         """Let extractors estimate camera-dependent settings from training clips (before fitting)."""
         calibrate = getattr(self.region_extractor, "calibrate", None)
         if calibrate is not None:
-            calibrate(clips[:, 0], clips[:, -1])
+            first, last = clips[:, 0], clips[:, -1]
+            if self.stabilize:
+                last = shifted(last, camera_shift(self.flow_extractor(first, last)))
+            calibrate(first, last)
 
     @torch.no_grad()
     def extract(self, clips: torch.Tensor) -> tuple[list[dict], list[dict]]:
         """Regions and per-region features of each clip's last frame."""
         first, last = clips[:, 0], clips[:, -1]
         flows = self.flow_extractor(first, last)
+        if self.stabilize:
+            shift = camera_shift(flows)
+            flows = flows - shift[:, :, None, None]
+            last = shifted(last, shift)
         regions = self.region_extractor(first, last)
         features = self.feature_extractor(first, flows, regions)
         return regions, features
@@ -178,6 +189,30 @@ class AiVadNet(nn.Module):
         return AiVadOutput(
             frame_scores, stream_scores, [r["boxes"] for r in regions], region_scores
         )
+
+
+def camera_shift(flows: torch.Tensor) -> torch.Tensor:
+    """(N, 2) the camera's own displacement (dx, dy) between the two frames: the median flow.
+
+    Moving figures cover a minority of a frame, so the median over all pixels is the
+    background's motion, which is the camera's (0 for a still camera; a flat background, where
+    flow finds nothing to follow, also gives 0, and there a shake changes no pixel anyway).
+    """
+    return flows.flatten(2).median(dim=2).values
+
+
+def shifted(frames: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """`frames` (N, C, H, W) resampled at x + shift (bilinear, edges repeated): a later frame
+    moved back onto the earlier one it was displaced from by `shift` (N, 2) pixels."""
+    n, _, h, w = frames.shape
+    theta = frames.new_zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, 0, 2] = 2 * shift[:, 0] / w
+    theta[:, 1, 2] = 2 * shift[:, 1] / h
+    grid = torch.nn.functional.affine_grid(theta, list(frames.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(
+        frames, grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
 
 
 def _feature_config(choices: dict[str, str], **settings) -> dict:
