@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torchmetrics.functional.classification import binary_roc
 
 from avlab.callbacks.grad_norm import total_grad_norm
-from avlab.callbacks.nan_guard import finite_flag
+from avlab.callbacks.nan_guard import all_finite, finite_flag
 from avlab.tasks.face_voice.metrics import equal_error_rate
 from avlab.tasks.vad.metrics import gaussian_smooth
 
@@ -55,6 +55,16 @@ def test_finite_flag_still_finds_a_single_nan_or_inf():
         poisoned = [t.clone() for t in clean]
         poisoned[1][3] = bad
         assert not bool(finite_flag(poisoned)), bad
+        assert not bool(finite_flag(poisoned, exact=True)), bad
+        assert not all_finite(poisoned), bad
+
+
+def test_huge_finite_gradients_are_not_taken_for_infinite():
+    # Their float32 sum overflows (the fast check says False); the exact check clears them.
+    huge = [torch.full((1000,), 3e38), torch.randn(5)]
+    assert not bool(finite_flag(huge))
+    assert bool(finite_flag(huge, exact=True))
+    assert all_finite(huge)
 
 
 def _old_equal_error_rate(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -83,3 +93,15 @@ def test_torchmetrics_eer_matches_the_hand_written_one_on_face_voice_sized_pairs
     new, old = float(equal_error_rate(scores, labels)), float(_old_equal_error_rate(scores, labels))
     assert 0.05 < old < 0.45  # neither trivial nor chance: the crossing lies inside the ROC
     assert abs(new - old) <= 1.0 / int(labels.sum()), (new, old)
+
+
+def test_the_guard_keeps_a_step_whose_gradients_are_huge_but_finite():
+    from avlab.callbacks.nan_guard import NanGuard
+
+    guard = NanGuard()
+    params = [torch.nn.Parameter(torch.zeros(1000)), torch.nn.Parameter(torch.zeros(3))]
+    params[0].grad = torch.full((1000,), 3e38)
+    params[1].grad = torch.ones(3)
+    assert guard._local_fault(None, params) == (None, True)
+    params[1].grad[0] = float("nan")
+    assert guard._local_fault(None, params) == ("grad", False)

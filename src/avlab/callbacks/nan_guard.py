@@ -46,29 +46,34 @@ def named_tensors(obj: Any, path: str = "batch") -> Iterator[tuple[str, Tensor]]
             yield from named_tensors(value, f"{path}[{index}]")
 
 
-def finite_flag(tensors: Iterable[Tensor]) -> Tensor | None:
+def finite_flag(tensors: Iterable[Tensor], exact: bool = False) -> Tensor | None:
     """Returns a 0-dim bool tensor that is True when all floating tensors are finite, without a host sync.
 
-    Each tensor's sum in float64 is non-finite exactly when one of its elements is (NaN
-    propagates, +inf and -inf make NaN, and finite float32/16 values cannot overflow a float64
-    sum), and it is 5x cheaper on a CPU than the max-abs norm (0.5 vs 2.4 ms for smile's 1.6 M
-    gradients).
+    Fast (default): each tensor's sum in float32. A finite sum proves every element finite (NaN
+    propagates, an infinity stays one or meets its opposite and makes NaN), so True is certain;
+    False may also be an overflow of huge finite values, which `exact=True` tells apart: float64
+    sums, which finite float32/16 values cannot overflow. The fast check is 3-4x cheaper on a
+    CPU (smile's 1.6 M gradients), so callers check fast and confirm a False exactly
+    (`all_finite`, the guard's gradient check).
     """
+    dtype = torch.float64 if exact else torch.float32
     sums: dict[torch.device, list[Tensor]] = {}
     for tensor in tensors:
         if tensor.is_floating_point() and tensor.numel() > 0:
-            sums.setdefault(tensor.device, []).append(tensor.detach().sum(dtype=torch.float64))
+            sums.setdefault(tensor.device, []).append(tensor.detach().sum(dtype=dtype))
     if not sums:
         return None
-    flags = [torch.isfinite(torch.stack(group).sum()) for group in sums.values()]
+    flags = [torch.isfinite(torch.stack(group)).all() for group in sums.values()]
     device = flags[0].device
     return torch.stack([flag.to(device) for flag in flags]).all()
 
 
 def all_finite(tensors: Iterable[Tensor]) -> bool:
-    """Says whether every element of every floating tensor is finite (one host sync per device)."""
+    """Says whether every element of every floating tensor is finite (one host sync per device,
+    two when the fast check must be confirmed)."""
+    tensors = list(tensors)
     flag = finite_flag(tensors)
-    return flag is None or bool(flag)
+    return flag is None or bool(flag) or bool(finite_flag(tensors, exact=True))
 
 
 def non_finite_names(named: Iterable[tuple[str, Tensor]]) -> list[str]:
@@ -386,6 +391,8 @@ class NanGuard(DetachingCallback):
             return None, True
         values = torch.stack([flag.to(present[0].device) for flag in present]).tolist()
         grads_finite = values[0] if flags[0] is not None else True
+        if not grads_finite:  # the fast check's False may be an overflow of finite gradients
+            grads_finite = bool(finite_flag((p.grad for p in params), exact=True))
         loss_finite = values[-1] if flags[1] is not None else True
         if not loss_finite:
             return "loss", grads_finite
