@@ -215,10 +215,15 @@ class MotionRegions(RegionExtractor):
             if self.auto_area:
                 self.min_bbox_area = area
 
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether an auto setting is still to be estimated from training frame pairs."""
+        return bool(self.auto_threshold or self.auto_area) and not bool(self.calibration[2])
+
     @torch.no_grad()
     def calibrate(self, first_frame: torch.Tensor, last_frame: torch.Tensor) -> None:
         """Estimate the auto settings from training frame pairs (once; later calls do nothing)."""
-        if not (self.auto_threshold or self.auto_area) or self.calibration[2]:
+        if not self.needs_calibration:
             return
         k = (self.kernel_size, self.kernel_size)
         diffs = [

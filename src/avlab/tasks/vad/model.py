@@ -142,12 +142,12 @@ class AiVadNet(nn.Module):
     @torch.no_grad()
     def observe_training_clips(self, clips: torch.Tensor) -> None:
         """Let extractors estimate camera-dependent settings from training clips (before fitting)."""
-        calibrate = getattr(self.region_extractor, "calibrate", None)
-        if calibrate is not None:
-            first, last = clips[:, 0], clips[:, -1]
-            if self.stabilize:
-                last = shifted(last, camera_shift(self.flow_extractor(first, last)))
-            calibrate(first, last)
+        if not getattr(self.region_extractor, "needs_calibration", False):
+            return  # nothing to estimate: no flow to compute either
+        first, last = clips[:, 0], clips[:, -1]
+        if self.stabilize:
+            _, last = stabilized(self.flow_extractor(first, last), last)
+        self.region_extractor.calibrate(first, last)
 
     @torch.no_grad()
     def extract(self, clips: torch.Tensor) -> tuple[list[dict], list[dict]]:
@@ -155,9 +155,7 @@ class AiVadNet(nn.Module):
         first, last = clips[:, 0], clips[:, -1]
         flows = self.flow_extractor(first, last)
         if self.stabilize:
-            shift = camera_shift(flows)
-            flows = flows - shift[:, :, None, None]
-            last = shifted(last, shift)
+            flows, last = stabilized(flows, last)
         regions = self.region_extractor(first, last)
         features = self.feature_extractor(first, flows, regions)
         return regions, features
@@ -189,6 +187,12 @@ class AiVadNet(nn.Module):
         return AiVadOutput(
             frame_scores, stream_scores, [r["boxes"] for r in regions], region_scores
         )
+
+
+def stabilized(flows: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flow without the camera's own displacement, and the later frame moved back by it."""
+    shift = camera_shift(flows)
+    return flows - shift[:, :, None, None], shifted(last, shift)
 
 
 def camera_shift(flows: torch.Tensor) -> torch.Tensor:
