@@ -46,6 +46,13 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--steps", type=int, default=25, help="timed training steps per variant")
     parser.add_argument("--skip", type=int, default=5, help="first steps left out of the median")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="overhead: run the variants this many times in rotating order and report the "
+        "median ratio over the rounds with its range (ratios are taken within a round)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     os.environ.setdefault("AVLAB_ROOT", str(REPO))

@@ -225,13 +225,28 @@ def time_methods(obj: Any, names: tuple[str, ...]) -> list[float]:
     return spent
 
 
+VARIANTS = ("loop", "fit", "fit+callbacks", "fit+callbacks-guard")
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    """The median, with the range over rounds when there were several."""
+    text = format(median(values), fmt)
+    if len(values) > 1:
+        text += f" ({format(min(values), fmt)} to {format(max(values), fmt)})"
+    return text
+
+
 def overhead(args: Any) -> list[str]:
+    """Per task: the four variants, `args.rounds` times in rotating order; every ratio is taken
+    within a round (so slow drift of the machine cancels) and reported as the median over the
+    rounds, with their range."""
     lines = [
         "| task | loop s/step | fit | fit+callbacks | fit+callbacks-guard | loop / fit (goal >= 0.97) | callbacks cost (goal <= 3 %) | NaN guard cost (goal <= 3 %) | NaN guard, timed in place (goal <= 3 %) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     print(*lines, sep="\n", flush=True)
     for task in args.tasks:
+        rounds: list[dict[str, float]] = []
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             cfg = compose_task(task, out)
@@ -239,30 +254,42 @@ def overhead(args: Any) -> list[str]:
             batches = data[1]
             torch.manual_seed(0)
             start = build_module(cfg)
-            every = instantiate_callbacks(cfg.callbacks)
-            [guard] = [c for c in every if type(c).__name__ == "NanGuard"]
-            guard_seconds = time_methods(guard, GUARD_STEP_METHODS)
-            no_guard = [
-                c for c in instantiate_callbacks(cfg.callbacks) if type(c).__name__ != "NanGuard"
-            ]
-            times = {
-                "loop": hand_loop(copy.deepcopy(start), batches, args.steps),
-                "fit": lightning_fit(copy.deepcopy(start), data, args.steps, [], out / "a"),
-                "fit+callbacks": lightning_fit(
-                    copy.deepcopy(start), data, args.steps, every, out / "b"
-                ),
-                "fit+callbacks-guard": lightning_fit(
-                    copy.deepcopy(start), data, args.steps, no_guard, out / "c"
-                ),
-            }
-            t = {name: median(values[args.skip :]) for name, values in times.items()}
-            guarded_run = sum(times["fit+callbacks"])
+            for r in range(args.rounds):
+                every = instantiate_callbacks(cfg.callbacks)
+                [guard] = [c for c in every if type(c).__name__ == "NanGuard"]
+                guard_seconds = time_methods(guard, GUARD_STEP_METHODS)
+                no_guard = [
+                    c
+                    for c in instantiate_callbacks(cfg.callbacks)
+                    if type(c).__name__ != "NanGuard"
+                ]
+                callbacks = {"fit": [], "fit+callbacks": every, "fit+callbacks-guard": no_guard}
+                order = VARIANTS[r % 4 :] + VARIANTS[: r % 4]
+                times = {}
+                for name in order:
+                    module = copy.deepcopy(start)
+                    if name == "loop":
+                        times[name] = hand_loop(module, batches, args.steps)
+                    else:
+                        where = out / f"{name}-{r}"
+                        times[name] = lightning_fit(
+                            module, data, args.steps, callbacks[name], where
+                        )
+                t = {name: median(values[args.skip :]) for name, values in times.items()}
+                guarded_run = sum(times["fit+callbacks"])
+                t["guard"] = guard_seconds[0] / (guarded_run - guard_seconds[0])
+                rounds.append(t)
+        col = {name: [t[name] for t in rounds] for name in rounds[0]}
+        ratio = {
+            "loop/fit": [t["loop"] / t["fit"] for t in rounds],
+            "callbacks": [t["fit+callbacks"] / t["fit"] - 1 for t in rounds],
+            "guard two runs": [t["fit+callbacks"] / t["fit+callbacks-guard"] - 1 for t in rounds],
+        }
         line = (
-            f"| {task} | {t['loop']:.3f} | {t['fit']:.3f} | {t['fit+callbacks']:.3f} | "
-            f"{t['fit+callbacks-guard']:.3f} | {t['loop'] / t['fit']:.3f} | "
-            f"{t['fit+callbacks'] / t['fit'] - 1:+.1%} | "
-            f"{t['fit+callbacks'] / t['fit+callbacks-guard'] - 1:+.1%} | "
-            f"{guard_seconds[0] / (guarded_run - guard_seconds[0]):+.1%} |"
+            f"| {task} | {median(col['loop']):.3f} | {median(col['fit']):.3f} | "
+            f"{median(col['fit+callbacks']):.3f} | {median(col['fit+callbacks-guard']):.3f} | "
+            f"{_spread(ratio['loop/fit'], '.3f')} | {_spread(ratio['callbacks'], '+.1%')} | "
+            f"{_spread(ratio['guard two runs'], '+.1%')} | {_spread(col['guard'], '+.1%')} |"
         )
         print(line, flush=True)
         lines.append(line)
