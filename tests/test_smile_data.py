@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -292,6 +293,63 @@ def test_genki_face_crop_finds_a_real_face_and_counts_images_without_one(tmp_pat
     assert 100 < x < 250 and 0 <= y < 120 and 80 < w <= 512  # the astronaut's face, with margin
     assert boxes[1] is None
     assert "face found in 1 of 2 images; 1 fell back to a centre crop" in caplog.text
+
+
+def test_face_boxes_are_cached_between_runs_and_searched_again_when_an_image_changes(
+    tmp_path, monkeypatch, caplog
+):
+    from avlab.tasks.smile import data as smile_data
+    from avlab.tasks.smile.synth import write_genki4k
+
+    root = write_genki4k(tmp_path / "g", n=12, seed=5)
+    before = sorted(p.name for p in root.rglob("*"))
+    cache = tmp_path / "cache"
+
+    def boxes(path: Path = root) -> dict:
+        dm = SmileDataModule(
+            root=str(tmp_path),
+            sources={"genki": {"format": "genki4k", "path": "g", "synth": None}},
+            image_size=32,
+            face_box_cache=str(cache),
+        )
+        return dm._face_boxes(path, 12, "haar")
+
+    searched = boxes()
+    assert len(list(cache.glob("*.json"))) == 1
+    assert sum(box is not None for box in searched.values()) >= 6  # faces were found
+
+    # A second run reads them: the detector is never asked.
+    real_box = smile_data.FaceCropper.box
+    monkeypatch.setattr(smile_data.FaceCropper, "box", lambda *a: pytest.fail("searched again"))
+    with caplog.at_level("INFO"):
+        assert boxes() == searched
+    assert "face boxes read from" in caplog.text
+    assert sorted(p.name for p in root.rglob("*")) == before  # the dataset folder is only read
+
+    # A changed image (another size) makes the cache miss, and the boxes are searched again.
+    calls = []
+    monkeypatch.setattr(
+        smile_data.FaceCropper, "box", lambda self, im: calls.append(1) or real_box(self, im)
+    )
+    image = genki_image_path(root, 3)
+    Image.fromarray(_gray(7, 90)).save(image)
+    again = boxes()
+    assert len(calls) == 12 and again[3] is None and again[0] == searched[0]
+
+    # A cache file that is not what we wrote (a box that is not 4 integers, or no JSON at all)
+    # is ignored with a warning, and rewritten.
+    [file] = cache.glob("*.json")
+    stored = json.loads(file.read_text())
+    stored["boxes"][0] = [1, 2, "x", 4]
+    for text in (json.dumps(stored), "not json {"):
+        file.write_text(text)
+        calls.clear()
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert boxes() == again
+        assert len(calls) == 12 and "ignoring the face-box cache" in caplog.text
+    calls.clear()
+    assert boxes() == again and not calls
 
 
 def test_fer_row_with_an_extra_field_names_the_file(tmp_path):

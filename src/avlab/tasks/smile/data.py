@@ -10,7 +10,10 @@ Every sample becomes a dict of tensors:
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,6 +229,17 @@ class FaceCropper:
         self.min_size = min_size
         self.fallbacks = 0
 
+    def settings(self) -> dict[str, Any]:
+        """What the boxes depend on besides the images."""
+        return {
+            "detector": "haarcascade_frontalface_default",
+            "scale_factor": 1.1,
+            "min_neighbors": 4,
+            "min_size": self.min_size,
+            "margin": self.margin,
+            "opencv": cv2.__version__,
+        }
+
     def box(self, image: np.ndarray) -> tuple[int, int, int, int] | None:
         """The largest face as a square (x, y, side, side) box with margin, or None."""
         faces = self.detector.detectMultiScale(
@@ -241,6 +255,77 @@ class FaceCropper:
         x0 = int(np.clip(cx - side // 2, 0, image.shape[1] - side))
         y0 = int(np.clip(cy - side // 2, 0, image.shape[0] - side))
         return x0, y0, side, side
+
+
+class FaceBoxCache:
+    """Face boxes of one image folder, kept as JSON under `folder` (None = no cache).
+
+    The key is the folder's resolved path, each image's size and modification time and the
+    detector's settings, so a changed image, another detector setting or another OpenCV
+    version finds no match and the boxes are searched again. The file is data, not code: one
+    that does not parse or does not hold a box (or null) per image is ignored and rewritten.
+    """
+
+    def __init__(
+        self, folder: Path | None, images_root: Path, paths: Sequence[Path], settings: dict
+    ) -> None:
+        self.paths = list(paths)
+        self.file = None
+        if folder is not None:
+            name = hashlib.sha256(str(Path(images_root).resolve()).encode()).hexdigest()[:20]
+            self.file = Path(folder) / f"{name}.json"
+        self.key = {"folder": str(Path(images_root).resolve()), "settings": settings}
+
+    def _files(self) -> str:
+        """A digest of every image's size and modification time, in order."""
+        digest = hashlib.sha256()
+        for path in self.paths:
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        return digest.hexdigest()
+
+    def load(self) -> dict[int, tuple[int, int, int, int] | None] | None:
+        """The cached boxes if the file matches these images and settings, else None."""
+        if self.file is None or not self.file.is_file():
+            return None
+        try:
+            stored = json.loads(self.file.read_text())
+            if stored.get("key") != {**self.key, "files": self._files()}:
+                return None
+            boxes = stored["boxes"]
+            if not isinstance(boxes, list) or len(boxes) != len(self.paths):
+                return None
+            return {i: _valid_box(box) for i, box in enumerate(boxes)}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+            log.warning("%s: ignoring the face-box cache (%s); searching again", self.file, error)
+            return None
+
+    def save(self, boxes: Mapping[int, tuple[int, int, int, int] | None]) -> None:
+        """Write the boxes (atomically: a half-written file is never read)."""
+        if self.file is None:
+            return
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "key": {**self.key, "files": self._files()},
+            "boxes": [
+                None if boxes[i] is None else [int(v) for v in boxes[i]]
+                for i in range(len(self.paths))
+            ],
+        }
+        partial = self.file.with_name(f".{self.file.name}.{os.getpid()}")
+        partial.write_text(json.dumps(data))
+        os.replace(partial, self.file)
+
+
+def _valid_box(box: Any) -> tuple[int, int, int, int] | None:
+    """A stored box back as a tuple of four non-negative ints (null stays None)."""
+    if box is None:
+        return None
+    if not (isinstance(box, list) and len(box) == 4):
+        raise ValueError(f"a box must be null or 4 integers, got {box!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in box):
+        raise ValueError(f"a box must be null or 4 non-negative integers, got {box!r}")
+    return tuple(box)
 
 
 def crop_box(image: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
@@ -505,9 +590,11 @@ class SmileDataModule(L.LightningDataModule):
         mix: Mapping[str, float] | None = None,
         eval_seed: int = 0,
         train_still_frames: int | None = None,
+        face_box_cache: str | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root)
+        self.face_box_cache = Path(face_box_cache) if face_box_cache else None
         self.sources = {name: dict(spec) for name, spec in sources.items() if spec}
         if not self.sources:
             raise ValueError("SmileDataModule needs at least one source")
@@ -593,13 +680,24 @@ class SmileDataModule(L.LightningDataModule):
         }
 
     def _face_boxes(self, path: Path, count: int, mode: str) -> dict[int, Any]:
-        """Face boxes of every GENKI image (mode haar), found once at setup; {} for centre crops."""
+        """Face boxes of every GENKI image (mode haar), found once at setup; {} for centre crops.
+
+        With `face_box_cache` set, the boxes are kept in a JSON file there, keyed by the image
+        folder, every image's size and modification time, the detector's settings and OpenCV's
+        version; a run that finds a matching file skips the search (9 s for 2,000 images). The
+        dataset folder itself is never written."""
         if mode == "center":
             return {}
         if mode != "haar":
             raise ValueError(f"face_crop must be 'haar' or 'center', got {mode!r}")
+        paths = [genki_image_path(path, i) for i in range(count)]
         cropper = FaceCropper()
-        boxes = {i: cropper.box(read_image_gray(genki_image_path(path, i))) for i in range(count)}
+        cache = FaceBoxCache(self.face_box_cache, path, paths, cropper.settings())
+        boxes = cache.load()
+        if boxes is not None:
+            log.info("%s: face boxes read from %s", path, cache.file)
+            return boxes
+        boxes = {i: cropper.box(read_image_gray(p)) for i, p in enumerate(paths)}
         log.info(
             "%s: face found in %d of %d images; %d fell back to a centre crop",
             path,
@@ -607,6 +705,7 @@ class SmileDataModule(L.LightningDataModule):
             count,
             cropper.fallbacks,
         )
+        cache.save(boxes)
         return boxes
 
     def _fer_csv_splits(
