@@ -352,6 +352,23 @@ def test_face_boxes_are_cached_between_runs_and_searched_again_when_an_image_cha
     assert boxes() == again and not calls
 
 
+def test_a_face_box_cache_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path, caplog):
+    from avlab.tasks.smile.synth import write_genki4k
+
+    root = write_genki4k(tmp_path / "g", n=4, seed=5)
+    (tmp_path / "not_a_folder").write_text("")
+    dm = SmileDataModule(
+        root=str(tmp_path),
+        sources={"genki": {"format": "genki4k", "path": "g", "synth": None}},
+        image_size=32,
+        face_box_cache=str(tmp_path / "not_a_folder" / "boxes"),
+    )
+    with caplog.at_level("WARNING"):
+        boxes = dm._face_boxes(root, 4, "haar")
+    assert sorted(boxes) == [0, 1, 2, 3]
+    assert "could not keep the face boxes" in caplog.text
+
+
 def test_fer_row_with_an_extra_field_names_the_file(tmp_path):
     path = _write_fer(tmp_path / "fer2013.csv", [_fer_row(1, "Training")])
     path.write_text(path.read_text() + "2," + " ".join(["7"] * 2304) + ",Training,extra\n")

@@ -227,14 +227,16 @@ class FaceCropper:
             )
         self.margin = margin
         self.min_size = min_size
+        self.scale_factor = 1.1
+        self.min_neighbors = 4
         self.fallbacks = 0
 
     def settings(self) -> dict[str, Any]:
         """What the boxes depend on besides the images."""
         return {
             "detector": "haarcascade_frontalface_default",
-            "scale_factor": 1.1,
-            "min_neighbors": 4,
+            "scale_factor": self.scale_factor,
+            "min_neighbors": self.min_neighbors,
             "min_size": self.min_size,
             "margin": self.margin,
             "opencv": cv2.__version__,
@@ -243,7 +245,10 @@ class FaceCropper:
     def box(self, image: np.ndarray) -> tuple[int, int, int, int] | None:
         """The largest face as a square (x, y, side, side) box with margin, or None."""
         faces = self.detector.detectMultiScale(
-            image, scaleFactor=1.1, minNeighbors=4, minSize=(self.min_size, self.min_size)
+            image,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(self.min_size, self.min_size),
         )
         if len(faces) == 0:
             self.fallbacks += 1
@@ -304,7 +309,6 @@ class FaceBoxCache:
         """Write the boxes (atomically: a half-written file is never read)."""
         if self.file is None:
             return
-        self.file.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "key": {**self.key, "files": self._files()},
             "boxes": [
@@ -313,8 +317,12 @@ class FaceBoxCache:
             ],
         }
         partial = self.file.with_name(f".{self.file.name}.{os.getpid()}")
-        partial.write_text(json.dumps(data))
-        os.replace(partial, self.file)
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps(data))
+            os.replace(partial, self.file)
+        except OSError as error:  # a read-only cache costs the next run the search, nothing more
+            log.warning("%s: could not keep the face boxes (%s)", self.file, error)
 
 
 def _valid_box(box: Any) -> tuple[int, int, int, int] | None:
