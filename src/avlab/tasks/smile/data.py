@@ -9,6 +9,7 @@ Every sample becomes a dict of tensors:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -274,20 +275,14 @@ class FaceBoxCache:
     def __init__(
         self, folder: Path | None, images_root: Path, paths: Sequence[Path], settings: dict
     ) -> None:
-        self.paths = list(paths)
+        self.count = len(paths)
         self.file = None
+        self.key: dict[str, Any] = {}
         if folder is not None:
-            name = hashlib.sha256(str(Path(images_root).resolve()).encode()).hexdigest()[:20]
+            images = str(Path(images_root).resolve())
+            name = hashlib.sha256(images.encode()).hexdigest()[:20]
             self.file = Path(folder) / f"{name}.json"
-        self.key = {"folder": str(Path(images_root).resolve()), "settings": settings}
-
-    def _files(self) -> str:
-        """A digest of every image's size and modification time, in order."""
-        digest = hashlib.sha256()
-        for path in self.paths:
-            stat = path.stat()
-            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-        return digest.hexdigest()
+            self.key = {"folder": images, "settings": settings, "files": _files_digest(paths)}
 
     def load(self) -> dict[int, tuple[int, int, int, int] | None] | None:
         """The cached boxes if the file matches these images and settings, else None."""
@@ -295,10 +290,10 @@ class FaceBoxCache:
             return None
         try:
             stored = json.loads(self.file.read_text())
-            if stored.get("key") != {**self.key, "files": self._files()}:
+            if stored.get("key") != self.key:
                 return None
             boxes = stored["boxes"]
-            if not isinstance(boxes, list) or len(boxes) != len(self.paths):
+            if not isinstance(boxes, list) or len(boxes) != self.count:
                 return None
             return {i: _valid_box(box) for i, box in enumerate(boxes)}
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
@@ -310,10 +305,9 @@ class FaceBoxCache:
         if self.file is None:
             return
         data = {
-            "key": {**self.key, "files": self._files()},
+            "key": self.key,
             "boxes": [
-                None if boxes[i] is None else [int(v) for v in boxes[i]]
-                for i in range(len(self.paths))
+                None if boxes[i] is None else [int(v) for v in boxes[i]] for i in range(self.count)
             ],
         }
         partial = self.file.with_name(f".{self.file.name}.{os.getpid()}")
@@ -322,7 +316,18 @@ class FaceBoxCache:
             partial.write_text(json.dumps(data))
             os.replace(partial, self.file)
         except OSError as error:  # a read-only cache costs the next run the search, nothing more
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
             log.warning("%s: could not keep the face boxes (%s)", self.file, error)
+
+
+def _files_digest(paths: Sequence[Path]) -> str:
+    """A digest of every file's name, size and modification time, in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()
 
 
 def _valid_box(box: Any) -> tuple[int, int, int, int] | None:
