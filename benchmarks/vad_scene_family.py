@@ -6,7 +6,8 @@ Members: the scene the defaults were first tuned on (`Scene()`, marked tuned), t
 (looked at while changing the features) and the held-out seeds (fixed in
 `avlab.tasks.vad.family.HELD_OUT_SEEDS` before any tuning, never looked at while tuning).
 "old" is main's feature settings before issue 13 (fixed motion threshold 12, min box area 100,
-a direction histogram without explicit speed or size, no camera-shake compensation); "new" is
+a direction histogram without explicit speed or size, no camera-shake compensation, streams
+summed uncompressed); "new" is
 conf/model/aivad.yaml.
 Also: aivad_finetune's merge (scene 1 fit, then scene 2's two training videos merged in) vs a
 scratch fit on scene 2 alone, both scored on scene 2's test videos, with the new settings.
@@ -43,6 +44,7 @@ OFFLINE = {"flow": "farneback", "regions": "motion", "pose": "off", "appearance"
 # main's settings before issue 13 (commit 8290f98, conf/model/aivad.yaml).
 OLD = {
     "stabilize": False,
+    "compress_scores": False,
     "min_bbox_area": 100,
     "velocity": {"grid": 32, "min_magnitude": 0.3, "normalize": "region"},
     "motion": {"kernel_size": 3, "binary_threshold": 12, "closing": 0, "dilation": 4},

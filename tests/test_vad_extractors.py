@@ -271,3 +271,31 @@ def test_stabilize_cancels_camera_shake_and_keeps_the_moving_figure():
     speed = features[0][next(iter(features[0]))][0, 8]  # log1p(90th-percentile speed)
     assert float(torch.expm1(speed)) == pytest.approx(3.0, abs=1.0)
     assert "stabilize" in steady.feature_config and "stabilize" not in shaken.feature_config
+
+
+def test_compressed_scores_keep_each_streams_ranking_but_stop_one_outlier_ruling_the_sum(
+    monkeypatch,
+):
+    # Frame A: one region far past the training range in velocity only (a figure cut by the
+    # frame's edge); frame B: past it in both streams. Summed raw, A's single outlier outranks
+    # B; summed after log(1 + s), B (anomalous in both) comes first, while within one stream
+    # the order of the regions is unchanged.
+    net = AiVadNet(min_bbox_area=20).eval()
+    scores = {
+        "velocity": torch.tensor([20.0, 0.2, 5.0]),
+        "appearance": torch.tensor([0.1, 0.0, 4.0]),
+    }
+    monkeypatch.setattr(net.density, "score_streams", lambda features: dict(scores))
+    regions = [{"boxes": torch.zeros(2, 4)}, {"boxes": torch.zeros(1, 4)}]  # A: 2 regions, B: 1
+    features = [{"x": torch.zeros(2, 1)}, {"x": torch.zeros(1, 1)}]
+
+    raw = net.score(regions, features)
+    assert raw.frame_scores[0] > raw.frame_scores[1]
+
+    net.compress_scores = True
+    squeezed = net.score(regions, features)
+    assert squeezed.frame_scores[1] > squeezed.frame_scores[0]
+    for stream in scores:  # each stream's frame score is a monotone map of the raw one
+        assert torch.allclose(
+            squeezed.stream_scores[stream], torch.log1p(raw.stream_scores[stream])
+        )

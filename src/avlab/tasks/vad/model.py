@@ -6,7 +6,10 @@
       -> per stream region scores (M,) -> frame score                density.py (anomalib's estimators)
 
 A frame's score is anomalib's: per stream, the maximum over its regions; summed over streams.
-A frame without moving regions scores 0 (anomalib would crash on it).
+A frame without moving regions scores 0 (anomalib would crash on it). With
+`compress_scores=true` each stream's normalised region score s (0-1 on the training features)
+becomes log(1 + s) before that: the same ranking within a stream, but a velocity NLL 10-20x
+past the training range no longer drowns the appearance stream in the sum.
 
 This composes anomalib's components rather than subclassing `AiVadModel`, whose constructor
 always downloads all four pretrained networks and whose forward fails on a frame without regions.
@@ -75,9 +78,11 @@ class AiVadNet(nn.Module):
         maskrcnn: dict | None = None,
         timm: dict | None = None,
         stabilize: bool = False,
+        compress_scores: bool = False,
     ) -> None:
         super().__init__()
         self.stabilize = stabilize
+        self.compress_scores = compress_scores
         self.choices = {
             "flow": flow,
             "regions": regions,
@@ -174,9 +179,10 @@ class AiVadNet(nn.Module):
         merged = (
             {key: torch.cat([f[key] for f in features]) for key in features[0]} if features else {}
         )
-        per_stream = {
-            s: scores.split(counts) for s, scores in self.density.score_streams(merged).items()
-        }
+        streams = self.density.score_streams(merged)
+        if self.compress_scores:
+            streams = {s: compressed(scores) for s, scores in streams.items()}
+        per_stream = {s: scores.split(counts) for s, scores in streams.items()}
         stream_scores = {
             s: torch.stack([_max_or_zero(x) for x in parts]) for s, parts in per_stream.items()
         }
@@ -187,6 +193,12 @@ class AiVadNet(nn.Module):
         return AiVadOutput(
             frame_scores, stream_scores, [r["boxes"] for r in regions], region_scores
         )
+
+
+def compressed(scores: torch.Tensor) -> torch.Tensor:
+    """log(1 + s) of normalised scores (negatives, below the training minimum, count as 0):
+    monotone, near-linear over the training range, logarithmic past it."""
+    return torch.log1p(scores.clamp(min=0))
 
 
 def stabilized(flows: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
