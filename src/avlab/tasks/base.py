@@ -3,7 +3,7 @@ optimizer and schedule that `avlab.run.build_module` builds from the config."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import lightning as L
@@ -12,6 +12,7 @@ from torch import nn
 
 from avlab.data_order import load_pending_loader_states
 from avlab.optim import decay_groups, module_optimizers
+from avlab.step_logging import step_values_read
 
 
 class TaskModule(L.LightningModule):
@@ -41,6 +42,27 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return module_optimizers(self, self.parameter_groups())
+
+    def log_step_values(
+        self,
+        values: Mapping[str, torch.Tensor | float],
+        batch_size: int,
+        prog_bar: Collection[str] = (),
+    ) -> None:
+        """Logs training-step values (on_step only) at the steps where something reads them
+        (`step_values_read`): the same values reach the loggers, checkpoints and callback_metrics,
+        without Lightning's per-call cost on the other steps."""
+        if self._trainer is not None and not step_values_read(self._trainer):
+            return
+        for name, value in values.items():
+            self.log(
+                name,
+                value,
+                prog_bar=name in prog_bar,
+                batch_size=batch_size,
+                on_step=True,
+                on_epoch=False,
+            )
 
     def on_train_start(self) -> None:
         """A resumed run goes on with the batches it had not trained (avlab.data_order)."""

@@ -125,11 +125,14 @@ class SmileEmotionModule(TaskModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         _, losses = self._step(batch)
-        size = batch["frames"].shape[0]
-        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=size)
-        self.log_dict(
-            {"train/smile_loss": losses["smile"], "train/emotion_loss": losses["emotion"]},
-            batch_size=size,
+        self.log_step_values(
+            {
+                "train/loss": losses["loss"],
+                "train/smile_loss": losses["smile"],
+                "train/emotion_loss": losses["emotion"],
+            },
+            batch_size=batch["frames"].shape[0],
+            prog_bar=("train/loss",),
         )
         return losses["loss"]
 

@@ -288,12 +288,13 @@ class TTSModule(TaskModule):
             self.global_step,
         )
         size = batch["text"].shape[0]
-        self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=size)
         if stage == "train":
-            self.log_dict(
-                {f"train/{k}": v for k, v in losses.items() if k != "loss"}, batch_size=size
-            )
-            self.log("train/kl_scale", self.criterion.kl_scale(self.global_step))
+            values = {"train/loss": losses["loss"]}
+            values.update({f"train/{k}": v for k, v in losses.items() if k != "loss"})
+            values["train/kl_scale"] = self.criterion.kl_scale(self.global_step)
+            self.log_step_values(values, batch_size=size, prog_bar=("train/loss",))
+        else:
+            self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=size)
         return out, losses, prep
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
