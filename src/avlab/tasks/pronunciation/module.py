@@ -222,9 +222,11 @@ class PronunciationModule(TaskModule):
                 ),
             }
         losses = self._losses(batch, self(batch))
-        size = len(batch["utt"])
-        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=size)
-        self.log_dict({f"train/loss_{k}": losses[k] for k in self.weights}, batch_size=size)
+        self.log_step_values(
+            {"train/loss": losses["loss"]} | {f"train/loss_{k}": losses[k] for k in self.weights},
+            batch_size=len(batch["utt"]),
+            prog_bar=("train/loss",),
+        )
         return losses["loss"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
