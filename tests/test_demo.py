@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchmetrics.functional.classification import binary_auroc
 
 from avlab.demo.__main__ import main, parse_args
 from avlab.demo.smile import SmileScores, analysis_text, rules, verdict_of, verdict_so_far
@@ -131,7 +132,10 @@ def test_anomaly_monitor_scores_a_video_as_the_test_step_and_peaks_on_the_anomal
     labels = np.array([int(item.gt_label) for item in items])
     peak = top_frames(scores, 1)[0]
     assert labels[peak] == 1, "the most anomalous frame should be one the ground truth marks"
-    assert scores.scores[labels == 1].mean() > 3 * scores.scores[labels == 0].mean()
+    # The event's frames rank above the normal ones (a scale-free check: the frame score is a
+    # sum of log(1 + s) per stream, so ratios of mean scores depend on that scale).
+    auroc = binary_auroc(torch.from_numpy(np.asarray(scores.scores)), torch.from_numpy(labels))
+    assert float(auroc) >= 0.9, f"this video's frame AUROC is {float(auroc):.3f}"
     assert set(scores.streams) == {"velocity", "appearance"}
     total = sum(scores.streams.values())
     assert scores.scores == pytest.approx(total, abs=1e-5)
