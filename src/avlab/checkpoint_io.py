@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -22,8 +23,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 TMP_MARK = ".tmp-"
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save(obj, path) through a fsynced temporary file and an atomic rename."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+    """`write(handle)` into a fsynced temporary file beside `path`, renamed over it atomically:
+    a reader sees the old file or the new one, never a part (any file, not only checkpoints)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}{TMP_MARK}*"):
@@ -31,7 +33,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -40,6 +42,11 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
             os.unlink(tmp)
         raise
     _fsync_folder(path.parent)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save(obj, path) through a fsynced temporary file and an atomic rename."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -9,12 +9,10 @@ Every sample becomes a dict of tensors:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ import pandas as pd
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
 
+from avlab.checkpoint_io import atomic_write
 from avlab.data_order import order_for_trainer
 from avlab.data_utils import (
     DatasetError,
@@ -310,14 +309,9 @@ class FaceBoxCache:
                 None if boxes[i] is None else [int(v) for v in boxes[i]] for i in range(self.count)
             ],
         }
-        partial = self.file.with_name(f".{self.file.name}.{os.getpid()}")
         try:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            partial.write_text(json.dumps(data))
-            os.replace(partial, self.file)
+            atomic_write(self.file, lambda handle: handle.write(json.dumps(data).encode()))
         except OSError as error:  # a read-only cache costs the next run the search, nothing more
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
             log.warning("%s: could not keep the face boxes (%s)", self.file, error)
 
 
