@@ -55,19 +55,21 @@ class FaceVoiceModule(TaskModule):
         ids = self._gather(batch["identity"])
         losses = self.criterion(face, voice, ids)
         size = face.shape[0]
-        self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=size)
-        self.log(
-            f"{stage}/loss_chance", losses["chance"], prog_bar=stage != "train", batch_size=size
-        )
         if stage == "train":
-            self.log("train/temperature", losses["temperature"], prog_bar=True, batch_size=size)
-            self.log_dict(
+            self.log_step_values(
                 {
+                    "train/loss": losses["loss"],
+                    "train/loss_chance": losses["chance"],
+                    "train/temperature": losses["temperature"],
                     "train/loss_face_to_voice": losses["a_to_b"],
                     "train/loss_voice_to_face": losses["b_to_a"],
                 },
                 batch_size=size,
+                prog_bar=("train/loss", "train/temperature"),
             )
+        else:
+            self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=size)
+            self.log(f"{stage}/loss_chance", losses["chance"], prog_bar=True, batch_size=size)
         return out, losses["loss"]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
