@@ -5,7 +5,9 @@ torch.compile): samples/s, seconds per training step and peak GPU memory.
 
 Batches come from each task's tiny data twin at the default batch size (step time depends on
 shapes, not on which samples); timed steps follow warm-up steps (compile happens in warm-up).
-Needs a CUDA GPU; on a machine without one it says so and exits with status 2.
+Needs a CUDA GPU; on a machine without one it says so and exits with status 2. `--device cpu`
+runs the same code path on the CPU (bf16 CPU autocast, no memory figure): the test suite uses it
+so the script is known to work before a GPU is at hand.
 """
 
 from __future__ import annotations
@@ -35,51 +37,62 @@ def to_device(obj, device):
     return obj
 
 
-def time_steps(module, batches, steps: int, warmup: int) -> tuple[float, float]:
-    """Median seconds per step after warm-up, and peak GPU memory in GiB."""
-    module.cuda().train()
+def time_steps(
+    module, batches, steps: int, warmup: int, device: str = "cuda"
+) -> tuple[float, float]:
+    """Median seconds per step after warm-up, and peak GPU memory in GiB (NaN on a CPU)."""
+    cuda = device == "cuda"
+    module.to(device).train()
     optimizer = module.optimizer_factory(params=module.parameters())
-    torch.cuda.reset_peak_memory_stats()
+    sync = torch.cuda.synchronize if cuda else lambda: None
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for i, batch in zip(range(warmup + steps), itertools.cycle(batches), strict=False):
-        torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=torch.bfloat16):
             loss = module.training_step(batch, i)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        torch.cuda.synchronize()
+        sync()
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    return median(times), torch.cuda.max_memory_allocated() / 2**30
+    memory = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+    return median(times), memory
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument(
+        "--modes", nargs="+", choices=["eager", "compile"], default=["eager", "compile"]
+    )
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("benchmarks/gpu: no CUDA GPU on this machine; nothing measured", file=sys.stderr)
         sys.exit(2)
     os.environ.setdefault("AVLAB_ROOT", str(REPO))
-    print(f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}")
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "none (CPU run)"
+    print(f"GPU: {name}; torch {torch.__version__}")
     print("| task | batch | mode | s/step | samples/s | peak GPU memory (GiB) |")
     print("|---|---|---|---|---|---|")
     for task in args.tasks:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = compose_task(task, Path(tmp))
             _, batches = training_batches(task, Path(tmp), 4)
-            batches = [to_device(b, "cuda") for b in batches]
+            batches = [to_device(b, args.device) for b in batches]
             torch.manual_seed(0)
             start = build_module(cfg)
-            for mode in ("eager", "compile"):
+            for mode in args.modes:
                 module = copy.deepcopy(start)
                 if mode == "compile":
                     module.net.compile()
-                step, memory = time_steps(module, batches, args.steps, args.warmup)
+                step, memory = time_steps(module, batches, args.steps, args.warmup, args.device)
                 size = TASKS[task]["batch"]
                 print(
                     f"| {task} | {size} | bf16 {mode} | {step:.4f} | {size / step:.0f} | {memory:.2f} |",
