@@ -388,7 +388,7 @@ def first_result(args: Any) -> list[str]:
             for n in names
             if n in record["metrics"]
         )
-        line = f"| {task} | {wall / 60:.1f} min | {peak / 1024:.0f} | {figures} |"
+        line = f"| {task} | {wall:.0f} s ({wall / 60:.1f} min) | {peak / 1024:.0f} | {figures} |"
         print(line, flush=True)
         lines.append(line)
     return lines
