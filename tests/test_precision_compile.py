@@ -26,16 +26,19 @@ def test_precision_auto_chooses_bf16_only_where_it_is_native(monkeypatch):
     assert resolve_precision("16-mixed", "cpu") == "16-mixed"  # explicit choices are kept
 
 
-def _module_and_batch(make_cfg, preset: str, *overrides: str):
-    cfg = make_cfg(f"experiment={preset}", *overrides)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
+def _module(cfg):
     torch.manual_seed(0)
     module = build_module(cfg)
     module.eval()  # dropout off: the two passes see the same network
-    return module, batch
+    return module
+
+
+def _module_and_batch(make_cfg, preset: str):
+    cfg = make_cfg(f"experiment={preset}")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return _module(cfg), next(iter(datamodule.train_dataloader()))
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -65,7 +68,7 @@ def test_compiled_network_matches_eager_and_keeps_checkpoint_keys(make_cfg, pres
     """model.compile=true compiles in place: same state_dict keys, and one training step gives
     the eager loss and gradients (to float rounding), for every gradient-trained task."""
     eager, batch = _module_and_batch(make_cfg, preset)
-    compiled, _ = _module_and_batch(make_cfg, preset, "model.compile=true")
+    compiled = _module(make_cfg(f"experiment={preset}", "model.compile=true", name="compiled"))
     compiled.load_state_dict(eager.state_dict())
     assert list(compiled.state_dict()) == list(eager.state_dict())
 
