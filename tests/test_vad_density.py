@@ -215,3 +215,38 @@ def test_gmm_merge_with_another_component_count_refits_on_all_features(caplog):
     three.fit()
     assert three.gmm.means.shape == (3, 4) and len(three.memory_bank) == 160
     assert "fitting afresh" in caplog.text
+
+
+def test_a_training_video_scored_held_out_is_compared_with_the_other_videos_only():
+    torch.manual_seed(0)
+    knn = GroupedKNN(n_neighbors=1)
+    videos = {"v1": torch.rand(20, 4), "v2": torch.rand(20, 4) + 3.0, "v3": torch.rand(20, 4)}
+    for name, rows in videos.items():
+        knn.update(rows, group=name)
+    knn.fit()
+    # In the bank every training row is its own nearest neighbour: distance 0, the minimum.
+    in_sample = knn.predict(videos["v2"], normalize=False)
+    assert float(in_sample.max()) < 0.01  # cdist's own rounding
+    # Held out, v2 (shifted by 3 in every dimension) is far from v1 and v3.
+    held_out = knn.predict(videos["v2"], group="v2", normalize=False)
+    expected = torch.cdist(videos["v2"], torch.cat([videos["v1"], videos["v3"]])).min(dim=1).values
+    assert torch.allclose(held_out, expected) and float(held_out.min()) > 3.0
+    # The same as by group id; a name never fitted leaves nothing out.
+    assert torch.equal(held_out, knn.predict(videos["v2"], group=1, normalize=False))
+    assert torch.equal(in_sample, knn.predict(videos["v2"], group="v9", normalize=False))
+
+
+def test_combined_density_scores_a_training_video_held_out_in_the_knn_streams_only():
+    torch.manual_seed(0)
+    density = AiVadDensity(n_components_velocity=2)
+    features = {
+        v: {FeatureType.VELOCITY: torch.rand(30, 8), FeatureType.DEEP: torch.rand(30, 16) + i}
+        for i, v in enumerate(("v1", "v2", "v3"))
+    }
+    for video, rows in features.items():
+        density.update(rows, group=video)
+    density.fit()
+    in_sample = density.score_streams(features["v3"])
+    held_out = density.score_streams(features["v3"], held_out="v3")
+    assert torch.equal(held_out["velocity"], in_sample["velocity"])
+    assert float(in_sample["appearance"].max()) <= 0.0 < float(held_out["appearance"].min())

@@ -62,6 +62,9 @@ class GroupedKNN(GroupedKNNEstimator):
         self.group_index: torch.Tensor
         self.max_bank_size = max_bank_size
         self.seed = seed
+        # Video name -> group id of the videos fitted in this process (not in the checkpoint):
+        # lets a training video be scored with its own rows left out (`predict(group=name)`).
+        self.group_ids: dict[str, int] = {}
 
     @property
     def is_fitted(self) -> bool:
@@ -86,6 +89,7 @@ class GroupedKNN(GroupedKNNEstimator):
             torch.full((len(f),), first_id + i, dtype=torch.long) for i, f in enumerate(new)
         ]
         self.memory_bank, self.group_index = self._capped(torch.vstack(banks), torch.cat(groups))
+        self.group_ids |= {name: first_id + i for i, name in enumerate(self.feature_collection)}
         self.feature_collection = {}
         self._compute_normalization_statistics()
 
@@ -103,13 +107,18 @@ class GroupedKNN(GroupedKNNEstimator):
     def predict(
         self,
         features: torch.Tensor,
-        group: int | None = None,
+        group: int | str | None = None,
         n_neighbors: int | None = None,
         normalize: bool = True,
     ) -> torch.Tensor:
-        """(N,) mean distance to the nearest bank rows, leaving out video `group` if given."""
+        """(N,) mean distance to the nearest bank rows, leaving out video `group` if given
+        (its group id, or its name as passed to `update`; a name never fitted leaves out nothing)."""
         if not self.is_fitted:
             raise NotFittedError("the kNN bank is empty: fit the model (train) before testing")
+        if isinstance(group, str):
+            group = self.group_ids.get(group)
+        if group is not None and not (self.group_index != group).any():
+            group = None  # the only video in the bank: nothing else to compare with
         bank = self.memory_bank if group is None else self.memory_bank[self.group_index != group]
         k = min(n_neighbors or self.n_neighbors, len(bank))
         distances = self._nearest_neighbors(bank, features, n_neighbors=k)
@@ -282,16 +291,23 @@ class AiVadDensity(CombinedDensityEstimator):
         """Whether every enabled estimator is fitted."""
         return all(e.is_fitted for e in self.estimators().values())
 
-    def score_streams(self, features: dict[FeatureType, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per stream, the (M,) normalised scores of one frame's M regions."""
+    def score_streams(
+        self, features: dict[FeatureType, torch.Tensor], held_out: str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per stream, the (M,) normalised scores of M regions. `held_out`: the name of the
+        training video they come from, left out of the kNN banks, so a training region is scored
+        as a new video's would be (in the bank it is its own nearest neighbour, at distance 0)."""
         scores = {}
         for feature_type, stream in STREAMS.items():
             if stream in self.estimators():
                 estimator = self.estimators()[stream]
                 values = features[feature_type]
-                scores[stream] = (
-                    estimator.predict(values) if values.numel() else values.new_zeros(0)
-                )
+                if not values.numel():
+                    scores[stream] = values.new_zeros(0)
+                elif isinstance(estimator, GroupedKNN) and held_out is not None:
+                    scores[stream] = estimator.predict(values, group=held_out)
+                else:
+                    scores[stream] = estimator.predict(values)
         return scores
 
     def bank_sizes(self) -> dict[str, int]:

@@ -173,13 +173,16 @@ class AiVadNet(nn.Module):
         return self.score(regions, features)
 
     @torch.no_grad()
-    def score(self, regions: list[dict], features: list[dict]) -> AiVadOutput:
-        """Frame and region scores from each frame's region features (one density call per stream)."""
+    def score(
+        self, regions: list[dict], features: list[dict], held_out: list[str] | None = None
+    ) -> AiVadOutput:
+        """Frame and region scores from each frame's region features (one density call per stream,
+        or per video with `held_out`: each frame's training video, left out of the kNN banks)."""
         counts = [len(r["boxes"]) for r in regions]
-        merged = (
-            {key: torch.cat([f[key] for f in features]) for key in features[0]} if features else {}
-        )
-        streams = self.density.score_streams(merged)
+        if held_out is None:
+            streams = self.density.score_streams(_merged(features))
+        else:
+            streams = _scores_by_video(self.density, features, held_out)
         if self.compress_scores:
             streams = {s: compressed(scores) for s, scores in streams.items()}
         per_stream = {s: scores.split(counts) for s, scores in streams.items()}
@@ -193,6 +196,26 @@ class AiVadNet(nn.Module):
         return AiVadOutput(
             frame_scores, stream_scores, [r["boxes"] for r in regions], region_scores
         )
+
+
+def _merged(features: list[dict]) -> dict:
+    """Every frame's region features, concatenated per feature type."""
+    return {key: torch.cat([f[key] for f in features]) for key in features[0]} if features else {}
+
+
+def _scores_by_video(density: AiVadDensity, features: list[dict], videos: list[str]) -> dict:
+    """Per stream, every frame's region scores in frame order, each video scored held out."""
+    if not features:
+        return {}
+    parts: list[dict[str, torch.Tensor]] = [{} for _ in features]
+    for video in dict.fromkeys(videos):
+        rows = [i for i, v in enumerate(videos) if v == video]
+        counts = [len(next(iter(features[i].values()))) for i in rows]
+        scored = density.score_streams(_merged([features[i] for i in rows]), held_out=video)
+        for stream, values in scored.items():
+            for i, chunk in zip(rows, values.split(counts), strict=True):
+                parts[i][stream] = chunk
+    return {stream: torch.cat([p[stream] for p in parts]) for stream in parts[0]}
 
 
 def compressed(scores: torch.Tensor) -> torch.Tensor:
