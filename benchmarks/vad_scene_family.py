@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 OFFLINE = {"flow": "farneback", "regions": "motion", "pose": "off", "appearance": "timm"}
 # main's settings before issue 13 (commit 8290f98, conf/model/aivad.yaml).
 OLD = {
+    "dwell": None,
     "stabilize": False,
     "compress_scores": False,
     "min_bbox_area": 100,

@@ -62,6 +62,7 @@ class AnomalyMonitor:
         video = torch.from_numpy(np.stack(frames_rgb)).permute(0, 3, 1, 2).float() / 255.0
         targets = list(range(self.clip_length - 1, len(frames_rgb)))
         scores, boxes, regions = [], [], []
+        self.module.net.reset_tracks()  # an upload is a video of its own
         streams: dict[str, list[torch.Tensor]] = {}
         for start in range(0, len(targets), self.batch_size):
             batch = targets[start : start + self.batch_size]

@@ -65,10 +65,10 @@ def fit_on(net: AiVadNet, root: Path, batch_size: int = 16, clip_length: int = 2
     """Fit (or, when already fitted, merge into) `net` with one pass over a scene's Train/ videos."""
     net.train()
     for batch in _batches(root, Split.TRAIN, batch_size, clip_length):
-        net.observe_training_clips(batch.image)
+        net.observe_training_clips(batch.image, batch.video_path)
         for frame_features, video in zip(net(batch.image), batch.video_path, strict=True):
             net.density.update(frame_features, group=video)
-    net.density.fit()
+    net.fit()
     return net.eval()
 
 
@@ -77,13 +77,15 @@ def score_on(net: AiVadNet, root: Path, batch_size: int = 16, clip_length: int =
     """Score a scene's Test/ frames with a fitted `net`, and note its training frames' maximum
     (each training video scored as a new one would be: see `FittedScene.train_max`)."""
     net.eval()
+    net.reset_tracks()
     train_max = 0.0
     for batch in _batches(root, Split.TRAIN, batch_size, clip_length):
-        out = net.score(*net.extract(batch.image), held_out=list(batch.video_path))
+        out = net(batch.image, videos=batch.video_path, held_out=True)
         train_max = max(train_max, float(out.frame_scores.max()))
     collector = FrameScoreCollector()
+    net.reset_tracks()
     for batch in _batches(root, Split.TEST, batch_size, clip_length):
-        out = net(batch.image)
+        out = net(batch.image, videos=batch.video_path)
         collector.add(
             batch.video_path, batch.frames, out.frame_scores, batch.gt_label, out.stream_scores
         )

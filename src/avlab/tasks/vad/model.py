@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from avlab.tasks.vad.density import AiVadDensity
+from avlab.tasks.vad.dwell import DwellStream
 from avlab.tasks.vad.extractors import (
     RegionFeatures,
     RegionVelocity,
@@ -79,6 +80,7 @@ class AiVadNet(nn.Module):
         timm: dict | None = None,
         stabilize: bool = False,
         compress_scores: bool = False,
+        dwell: dict | None = None,
     ) -> None:
         super().__init__()
         self.stabilize = stabilize
@@ -102,6 +104,8 @@ class AiVadNet(nn.Module):
         )
         if stabilize:  # older checkpoints' configs lack the key; absent means off
             self.feature_config["stabilize"] = True
+        if dwell:  # likewise
+            self.feature_config["dwell"] = json.loads(json.dumps(dwell))
         check_weights(self.choices)
         self.flow_extractor = build_flow(flow, farneback)
         self.region_extractor = build_regions(
@@ -122,6 +126,7 @@ class AiVadNet(nn.Module):
             max_bank_size=max_bank_size,
             warm_start_steps=gmm_warm_start_steps,
         )
+        self.dwell = DwellStream(**dwell) if dwell else None
         for extractor in self.extractors():
             extractor.requires_grad_(False)
 
@@ -145,8 +150,11 @@ class AiVadNet(nn.Module):
         return self
 
     @torch.no_grad()
-    def observe_training_clips(self, clips: torch.Tensor) -> None:
-        """Let extractors estimate camera-dependent settings from training clips (before fitting)."""
+    def observe_training_clips(self, clips: torch.Tensor, videos: list[str] | None = None) -> None:
+        """Let extractors estimate camera-dependent settings from training clips (before fitting),
+        and keep the clips' last frames for the dwell stream (`videos`: each clip's video)."""
+        if self.dwell is not None:
+            self.dwell.observe(clips[:, -1], _names(videos, len(clips)))
         if not getattr(self.region_extractor, "needs_calibration", False):
             return  # nothing to estimate: no flow to compute either
         first, last = clips[:, 0], clips[:, -1]
@@ -165,12 +173,38 @@ class AiVadNet(nn.Module):
         features = self.feature_extractor(first, flows, regions)
         return regions, features
 
-    def forward(self, clips: torch.Tensor) -> list[dict] | AiVadOutput:
-        """Training: per-frame feature dicts for the density update. Eval: scores."""
+    def reset_tracks(self) -> None:
+        """Forget the dwell stream's tracks: the next clip starts a new video."""
+        if self.dwell is not None:
+            self.dwell.reset()
+
+    def fit(self) -> None:
+        """Fit (or merge into) the density estimators, and the dwell stream, from what was collected."""
+        self.density.fit()
+        if self.dwell is not None:
+            self.dwell.fit()
+
+    def forward(
+        self, clips: torch.Tensor, videos: list[str] | None = None, held_out: bool = False
+    ) -> list[dict] | AiVadOutput:
+        """Training: per-frame feature dicts for the density update. Eval: scores.
+
+        `videos`: each clip's video, for the dwell stream's tracks (clips must come in order,
+        video by video; None = one video). `held_out`: the clips are training clips, each scored
+        with its own video left out of the kNN banks (see `score`).
+        """
         regions, features = self.extract(clips)
         if self.training:
             return features
-        return self.score(regions, features)
+        names = _names(videos, len(clips))
+        out = self.score(regions, features, held_out=names if held_out else None)
+        if self.dwell is not None and self.dwell.is_fitted:
+            dwell = self.dwell.score(clips[:, -1], names)
+            if self.compress_scores:
+                dwell = compressed(dwell)
+            out.stream_scores["dwell"] = dwell
+            out.frame_scores = out.frame_scores + dwell
+        return out
 
     @torch.no_grad()
     def score(
@@ -196,6 +230,11 @@ class AiVadNet(nn.Module):
         return AiVadOutput(
             frame_scores, stream_scores, [r["boxes"] for r in regions], region_scores
         )
+
+
+def _names(videos: list[str] | None, n: int) -> list[str]:
+    """Each clip's video name; one unnamed video when not given."""
+    return list(videos) if videos is not None else [""] * n
 
 
 def _merged(features: list[dict]) -> dict:

@@ -110,7 +110,8 @@ class AiVadModule(L.LightningModule):
         Returns a constant zero "loss", as anomalib's AiVad does: Lightning then steps its mock
         optimizer, so the global step advances and the end-of-epoch checkpoint is written.
         """
-        self.net.observe_training_clips(batch.image)  # camera-dependent settings, first batch
+        # camera-dependent settings (first batch); the dwell stream keeps the frames
+        self.net.observe_training_clips(batch.image, batch.video_path)
         features = self.net(batch.image)
         for frame_features, video in zip(features, batch.video_path, strict=True):
             self.net.density.update(frame_features, group=video)
@@ -141,7 +142,7 @@ class AiVadModule(L.LightningModule):
                 f"no regions were found in {self.train_frames} training frames: nothing moved, "
                 "or the region settings (model.motion.binary_threshold, model.min_bbox_area) reject everything"
             )
-        self.net.density.fit()
+        self.net.fit()
         sizes = self.net.density.bank_sizes()
         log.info(
             "AI-VAD fitted on %d regions of %d frames; bank sizes %s",
@@ -163,14 +164,15 @@ class AiVadModule(L.LightningModule):
 
     def _score_batch(self, batch: VideoBatch) -> None:
         """Record the frame and stream scores of a batch of clips, with their labels."""
-        out = self.net(batch.image)
+        out = self.net(batch.image, videos=batch.video_path)
         self.scores.add(
             batch.video_path, batch.frames, out.frame_scores, batch.gt_label, out.stream_scores
         )
 
     def on_validation_epoch_start(self) -> None:
-        """Start collecting this validation's frame scores afresh."""
+        """Start collecting this validation's frame scores afresh (and the dwell stream's tracks)."""
         self.scores.reset()
+        self.net.reset_tracks()
 
     def on_validation_epoch_end(self) -> None:
         """Log frame-level metrics over all validation frames (and the fitted bank sizes)."""
@@ -180,8 +182,9 @@ class AiVadModule(L.LightningModule):
         self.scores.reset()
 
     def on_test_epoch_start(self) -> None:
-        """Start collecting this test run's frame scores afresh."""
+        """Start collecting this test run's frame scores afresh (and the dwell stream's tracks)."""
         self.scores.reset()
+        self.net.reset_tracks()
 
     def on_test_epoch_end(self) -> None:
         """Log frame-level metrics over all test frames, write per-video plots."""

@@ -1,0 +1,221 @@
+"""The dwell stream: figures followed over time, for the ones that stay (issue 13: loitering).
+
+A two-frame clip sees a lingering figure only as slow motion or none: the frame difference of a
+figure stepping in place is weak or empty, and its speed is a slow walker's. This stream follows
+figures over frames instead:
+
+    background  the per-pixel median of the training frames (grey, blurred): the empty scene,
+                since figures pass and are outvoted
+    regions     |frame - background| > binary_threshold, dilated, connected components of at
+                least min_area pixels (after moving the frame back by the camera's shake, found
+                by phase correlation against the background)
+    tracks      each region continues the previous frame's region of the same video it overlaps
+                most (IoU >= min_iou, one to one, largest overlap first)
+    feature     the net displacement of a track's box centre over its last `window` frames, per
+                frame: a walker's speed, near 0 for a figure that lingers (its wandering cancels
+                out); younger tracks are not scored
+    density     a GMM on log(feature + 0.05) of the training tracks, scored like the velocity
+                stream (negative log-likelihood, min-max normalised over the training features)
+
+Frames must reach it in order, video by video (the datamodules' loaders are not shuffled); a new
+video name resets the tracks. Training frames are kept (grey, at most `max_side` pixels a side,
+at most `max_frames`) until `fit()`, because the background needs all of them first.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+import torch
+from anomalib.models.components.base import DynamicBufferMixin
+
+from avlab.tasks.vad.density import NotFittedError, VelocityGMM
+from avlab.tasks.vad.extractors import _disk, _to_gray_u8
+
+log = logging.getLogger(__name__)
+
+
+class DwellStream(DynamicBufferMixin):
+    """Background-model regions tracked over frames, scored by how far each track got."""
+
+    def __init__(
+        self,
+        window: int = 12,
+        binary_threshold: float = 12.0,
+        dilation: int = 4,
+        min_area: int = 100,
+        min_iou: float = 0.1,
+        n_components: int = 2,
+        align: bool = True,
+        max_side: int = 240,
+        max_frames: int = 5000,
+        kernel_size: int = 3,
+    ) -> None:
+        super().__init__()
+        if window < 1:
+            raise ValueError(f"model.net.dwell.window={window}: at least 1 frame")
+        self.window = window
+        self.binary_threshold = binary_threshold
+        self.dilation = dilation
+        self.min_area = min_area
+        self.min_iou = min_iou
+        self.align = align
+        self.max_side = max_side
+        self.max_frames = max_frames
+        self.kernel_size = kernel_size
+        self.density = VelocityGMM(n_components=n_components)
+        # anomalib starts the normalisation at (inf, -inf); finite until fitted, so a
+        # checkpoint of a model whose dwell stream is off passes the finite-weights check.
+        self.density.min.fill_(0.0)
+        self.density.max.fill_(1.0)
+        # The empty scene (H, W) grey levels; (0,) until fitted. A buffer, so it is checkpointed.
+        self.register_buffer("background", torch.empty(0))
+        self.background: torch.Tensor
+        self._training_frames: dict[str, list[np.ndarray]] = {}
+        self._stored = 0
+        self._video: str | None = None
+        self._tracks: tuple[np.ndarray, list[list[np.ndarray]]] | None = None
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether a background and a fitted density are there to score with."""
+        return self.background.numel() > 0 and self.density.is_fitted
+
+    def observe(self, frames: torch.Tensor, videos: list[str]) -> None:
+        """Keep training frames (N, 3, H, W), in order, per video, for `fit()`."""
+        for image, video in zip(self._grey(frames), videos, strict=True):
+            if self._stored >= self.max_frames:
+                if self._stored == self.max_frames:
+                    log.warning(
+                        "dwell stream: %d training frames kept, later ones are not used",
+                        self.max_frames,
+                    )
+                    self._stored += 1
+                return
+            self._training_frames.setdefault(video, []).append(image)
+            self._stored += 1
+
+    def fit(self) -> None:
+        """Background from the kept training frames, then the density of their tracks' feature
+        (merged into a fitted one, e.g. from `model.init_from`; the background is the new one)."""
+        if not self._training_frames:
+            return  # nothing new: a loaded model stays as it was
+        frames = [f for video in self._training_frames.values() for f in video]
+        step = max(1, len(frames) // 200)
+        background = np.median(np.stack(frames[::step]), axis=0).astype(np.float32)
+        self.background = torch.from_numpy(background).to(self.background.device)
+        for video, images in self._training_frames.items():
+            self.reset()
+            for image in images:
+                values = self._features(image, video)
+                if len(values):
+                    self.density.update(self._encode(values))
+        self._training_frames, self._stored = {}, 0
+        self.reset()
+        try:
+            self.density.fit()
+        except NotFittedError as error:
+            self.background = torch.empty(0, device=self.background.device)
+            log.warning(
+                "dwell stream off: no training track lasted %d frames (%s)", self.window, error
+            )
+
+    def reset(self) -> None:
+        """Forget the tracks (the next frame starts a new video)."""
+        self._video, self._tracks = None, None
+
+    @torch.no_grad()
+    def score(self, frames: torch.Tensor, videos: list[str]) -> torch.Tensor:
+        """(N,) each frame's highest normalised region score; 0 where no track is old enough."""
+        scores = torch.zeros(len(frames))
+        for i, (image, video) in enumerate(zip(self._grey(frames), videos, strict=True)):
+            values = self._features(image, video)
+            if len(values):
+                scores[i] = self.density.predict(self._encode(values)).max()
+        return scores
+
+    def _encode(self, values: np.ndarray) -> torch.Tensor:
+        """(M, 1) the density's input: log of the track speed (+ 0.05 px/frame)."""
+        return torch.from_numpy(np.log(values + 0.05)).float()[:, None]
+
+    def _grey(self, frames: torch.Tensor) -> list[np.ndarray]:
+        """Blurred grey uint8 frames, at most `max_side` pixels a side."""
+        images = []
+        k = (self.kernel_size, self.kernel_size)
+        for image in _to_gray_u8(frames):
+            scale = self.max_side / max(image.shape)
+            if scale < 1:
+                size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            images.append(cv2.GaussianBlur(image, k, 0))
+        return images
+
+    def _regions(self, image: np.ndarray) -> np.ndarray:
+        """(M, 4) xyxy boxes of the connected parts that differ from the background."""
+        background = self.background.cpu().numpy()
+        frame = image.astype(np.float32)
+        if self.align:
+            window = cv2.createHanningWindow(frame.shape[::-1], cv2.CV_32F)
+            # (copies: OpenCV applies the window to its inputs in place)
+            (dx, dy), _ = cv2.phaseCorrelate(background.copy(), frame.copy(), window)
+            if abs(dx) <= 2 and abs(dy) <= 2:  # a shake, not a failed correlation
+                shift = np.float32([[1, 0, -dx], [0, 1, -dy]])
+                frame = cv2.warpAffine(
+                    frame, shift, frame.shape[::-1], borderMode=cv2.BORDER_REPLICATE
+                )
+        moving = (np.abs(frame - background) > self.binary_threshold).astype(np.uint8)
+        if self.dilation:
+            moving = cv2.dilate(moving, _disk(self.dilation))
+        _, _, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
+        stats = stats[1:]
+        stats = stats[stats[:, 2] * stats[:, 3] >= self.min_area]
+        x, y, w, h = (stats[:, i].astype(np.float64) for i in range(4))
+        return np.stack([x, y, x + w - 1, y + h - 1], axis=1)
+
+    def _features(self, image: np.ndarray, video: str) -> np.ndarray:
+        """Link this frame's regions to the video's tracks; the speed of each track at least
+        `window` frames old (px per frame over its last `window` frames)."""
+        boxes = self._regions(image)
+        centres = np.stack([boxes[:, [0, 2]].mean(1), boxes[:, [1, 3]].mean(1)], axis=1)
+        histories = [[c] for c in centres]
+        if video == self._video and self._tracks is not None and len(boxes):
+            previous, old = self._tracks
+            for i, j in _match(boxes, previous, self.min_iou):
+                histories[i] = (old[j] + histories[i])[-(self.window + 1) :]
+        self._video, self._tracks = video, (boxes, histories)
+        return np.array(
+            [np.linalg.norm(h[-1] - h[0]) / self.window for h in histories if len(h) > self.window]
+        )
+
+
+def _match(boxes: np.ndarray, previous: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
+    """One-to-one (new, previous) pairs by IoU >= min_iou, largest overlap first."""
+    if not len(boxes) or not len(previous):
+        return []
+    iou = _iou(boxes, previous)
+    pairs, used_new, used_old = [], set(), set()
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        i, j = np.unravel_index(flat, iou.shape)
+        if iou[i, j] < min_iou:
+            break
+        if i not in used_new and j not in used_old:
+            pairs.append((int(i), int(j)))
+            used_new.add(i)
+            used_old.add(j)
+    return pairs
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) intersection over union of xyxy boxes."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+
+    def area(z: np.ndarray) -> np.ndarray:
+        return (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])
+
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)

@@ -1,0 +1,107 @@
+"""The dwell stream (avlab.tasks.vad.dwell): background-model regions tracked over frames."""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+import torch
+
+from avlab.tasks.vad.dwell import DwellStream
+
+H, W = 60, 96
+
+
+def _video(paths: list[np.ndarray], seed: int, n_frames: int) -> torch.Tensor:
+    """(T, 3, H, W) frames in [0, 1]: noisy grey ground, a dark 10 x 14 px blob per path."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for t in range(n_frames):
+        image = np.full((H, W), 150.0)
+        for path in paths:
+            x, y = path[t]
+            if np.isfinite(x):
+                cv2.ellipse(image, (int(round(x)), int(round(y))), (5, 7), 0, 0, 360, 60.0, -1)
+        image += rng.normal(0, 2.0, image.shape)
+        frames.append(np.clip(image, 0, 255) / 255.0)
+    grey = torch.tensor(np.stack(frames), dtype=torch.float32)
+    return grey[:, None].expand(-1, 3, -1, -1).contiguous()
+
+
+def _walker(n_frames: int, y: float, speed: float, start: float) -> np.ndarray:
+    x = start + speed * np.arange(n_frames)
+    path = np.stack([x, np.full(n_frames, y)], 1)
+    path[(x < 8) | (x > W - 8)] = np.nan
+    return path
+
+
+def _stayer(n_frames: int, y: float, x: float, seed: int) -> np.ndarray:
+    wander = np.random.default_rng(seed).normal(0, 0.3, (n_frames, 2)).clip(-0.6, 0.6)
+    return np.array([x, y]) + wander
+
+
+def _fitted(window: int = 8) -> DwellStream:
+    stream = DwellStream(window=window, min_area=40, dilation=2, align=False)
+    for v in range(3):
+        speed = (1.0, -1.2, 0.8)[v]
+        start = 10.0 if speed > 0 else W - 10.0
+        video = _video([_walker(40, 20 + 12 * v, speed, start)], seed=v, n_frames=40)
+        stream.observe(video, [f"train{v}"] * len(video))
+    stream.fit()
+    return stream
+
+
+def test_a_figure_that_stays_scores_above_figures_that_walk():
+    stream = _fitted()
+    assert stream.is_fitted
+    walking = _video([_walker(40, 30, 1.1, 10.0)], seed=10, n_frames=40)
+    staying = _video([_walker(40, 20, -1.0, W - 10.0), _stayer(40, 42, 50.0, 1)], 11, 40)
+    normal = stream.score(walking, ["walk"] * 40)
+    stream.reset()
+    event = stream.score(staying, ["stay"] * 40)
+    # Tracks younger than `window` frames are not scored; after that the staying figure's
+    # near-zero displacement is far outside the training walkers'.
+    assert float(event[:8].max()) == 0.0
+    assert float(event[10:].min()) > float(normal.max()) + 1.0
+
+
+def test_a_new_video_starts_new_tracks():
+    stream = _fitted()
+    video = _video([_stayer(20, 30, 40.0, 2)], seed=12, n_frames=20)
+    first = stream.score(video[:12], ["a"] * 12)
+    switched = stream.score(video[12:], ["b"] * 8)  # another video: its tracks start over
+    assert float(first[-1]) > 0.0 and float(switched.max()) == 0.0
+
+
+def test_scoring_leaves_the_background_as_fitted():
+    # OpenCV's phase correlation applies its window to the inputs in place: the background
+    # must reach it as a copy, or every aligned frame darkens it further.
+    stream = DwellStream(window=8, min_area=40, dilation=2, align=True)
+    for v in range(3):
+        video = _video([_walker(40, 20 + 12 * v, 1.0, 10.0)], seed=v, n_frames=40)
+        stream.observe(video, [f"train{v}"] * len(video))
+    stream.fit()
+    background = stream.background.clone()
+    stream.score(_video([_walker(30, 30, 1.0, 10.0)], seed=13, n_frames=30), ["t"] * 30)
+    assert torch.equal(stream.background, background)
+
+
+def test_a_fitted_stream_round_trips_through_its_state_dict():
+    stream = _fitted()
+    video = _video([_stayer(30, 30, 40.0, 3)], seed=14, n_frames=30)
+    expected = stream.score(video, ["v"] * 30)
+    loaded = DwellStream(window=8, min_area=40, dilation=2, align=False)
+    assert not loaded.is_fitted
+    loaded.load_state_dict(stream.state_dict())  # buffers of another shape are resized
+    assert loaded.is_fitted
+    assert torch.allclose(loaded.score(video, ["v"] * 30), expected)
+
+
+def test_no_track_long_enough_in_training_turns_the_stream_off(caplog):
+    stream = DwellStream(window=30, min_area=40, dilation=2, align=False)
+    video = _video([_walker(12, 30, 1.0, 10.0)], seed=0, n_frames=12)
+    stream.observe(video, ["short"] * 12)
+    with caplog.at_level(logging.WARNING):
+        stream.fit()
+    assert not stream.is_fitted and "dwell stream off" in caplog.text
