@@ -4,6 +4,8 @@
       -> flow (N, 2, H, W) and regions (per frame: M boxes)          extractors.py
       -> per frame {velocity (M, bins), pose (M, 34), deep (M, D)}    anomalib's VideoRegionFeatureExtractor
       -> per stream region scores (M,) -> frame score                density.py (anomalib's estimators)
+    + the dwell stream (optional, `dwell`): background-model regions tracked over frames,
+      scored by how far each track got                               dwell.py
 
 A frame's score is anomalib's: per stream, the maximum over its regions; summed over streams.
 A frame without moving regions scores 0 (anomalib would crash on it). With

@@ -11,7 +11,8 @@ gradient clipping, no sanity validation, no NaN/gradient callbacks, `optim=none`
 Metrics (frame level, over all frames of the split; `val/` on the validation videos held out of
 Test/, `test/` on the rest): `frame_auroc`, `frame_aupr` on scores smoothed over time with a
 Gaussian of `sigma` frames, the same unsmoothed as `frame_auroc_raw` / `frame_aupr_raw`, and
-per stream `frame_auroc_<stream>`. Sweeps select on `val/frame_auroc`.
+per stream `frame_auroc_<stream>` (velocity, pose, appearance, dwell). Sweeps select on
+`val/frame_auroc`.
 Per-video score plots go to `<run folder>/plots/` and to the loggers (`test/scores/<video>`).
 
 Checkpoints hold the extractors' weights (except those read from a cache file: RAFT, Mask R-CNN,
