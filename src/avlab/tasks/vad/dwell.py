@@ -18,7 +18,7 @@ figures over frames instead:
                 stream (negative log-likelihood, min-max normalised over the training features)
 
 Frames must reach it in order, video by video (the datamodules' loaders are not shuffled); a new
-video name resets the tracks. Training frames are kept (grey, at most `max_side` pixels a side,
+video name resets the tracks. With `frames_between_clips` > 1 a "frame" here is a clip step. Training frames are kept (grey, at most `max_side` pixels a side,
 at most `max_frames`) until `fit()`, because the background needs all of them first.
 """
 
