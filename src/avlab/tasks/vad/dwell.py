@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import torch
 from anomalib.models.components.base import DynamicBufferMixin
+from torchvision.ops import box_iou
 
 from avlab.tasks.vad.density import NotFittedError, VelocityGMM
 from avlab.tasks.vad.extractors import _disk, _to_gray_u8
@@ -194,7 +195,8 @@ def _match(boxes: np.ndarray, previous: np.ndarray, min_iou: float) -> list[tupl
     """One-to-one (new, previous) pairs by IoU >= min_iou, largest overlap first."""
     if not len(boxes) or not len(previous):
         return []
-    iou = _iou(boxes, previous)
+    # (a zero-area box, one pixel wide, gives 0/0: no overlap)
+    iou = box_iou(torch.from_numpy(boxes), torch.from_numpy(previous)).nan_to_num(0.0).numpy()
     pairs, used_new, used_old = [], set(), set()
     for flat in np.argsort(-iou, axis=None, kind="stable"):
         i, j = np.unravel_index(flat, iou.shape)
@@ -205,17 +207,3 @@ def _match(boxes: np.ndarray, previous: np.ndarray, min_iou: float) -> list[tupl
             used_new.add(i)
             used_old.add(j)
     return pairs
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) intersection over union of xyxy boxes."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-
-    def area(z: np.ndarray) -> np.ndarray:
-        return (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])
-
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
