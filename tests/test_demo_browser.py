@@ -100,7 +100,9 @@ def _upload(page, elem_id: str, path: Path, attempts: int = 3) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
     for attempt in range(attempts):
-        page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
+        # The test's own timeout, not Playwright's 30 s default: in one full CI run the page
+        # was there but the upload box's input was not yet after 30 s.
+        page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path), timeout=TIMEOUT_MS)
         try:
             page.wait_for_selector(
                 f"#{elem_id} >> text={path.name}", timeout=TIMEOUT_MS // attempts
