@@ -19,7 +19,9 @@ figures over frames instead:
 
 Frames must reach it in order, video by video (the datamodules' loaders are not shuffled); a new
 video name resets the tracks. With `frames_between_clips` > 1 a "frame" here is a clip step. Training frames are kept (grey, at most `max_side` pixels a side,
-at most `max_frames`) until `fit()`, because the background needs all of them first.
+at most `max_frames`) until `fit()`, because the background needs all of them first. Frames
+larger than `max_side` are shrunk first, so `min_area`, `dilation` and the track speed are in
+the shrunk frame's pixels.
 """
 
 from __future__ import annotations
