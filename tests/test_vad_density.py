@@ -250,3 +250,36 @@ def test_combined_density_scores_a_training_video_held_out_in_the_knn_streams_on
     held_out = density.score_streams(features["v3"], held_out="v3")
     assert torch.equal(held_out["velocity"], in_sample["velocity"])
     assert float(in_sample["appearance"].max()) <= 0.0 < float(held_out["appearance"].min())
+
+
+def _velocity_like(n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 11) rows shaped like region velocities: 4 direction bins nobody moves in (near 0),
+    the rest spread around 0.5."""
+    rows = 0.5 + 0.2 * torch.randn(n, 11, generator=generator)
+    rows[:, :4] = 0.02 * torch.rand(n, 4, generator=generator)
+    return rows
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_covariance_floor_keeps_new_normal_rows_under_the_training_maximum(seed):
+    """A 5-component full-covariance GMM on 120 rows in 11 dimensions overfits: new rows from
+    the same distribution pass the training rows' maximum score (1 after normalisation) often.
+    `gmm_reg_covar` 0.1 (in feature units squared) fixes that, and a row 5.5 standard deviations
+    out in one dimension still scores above the maximum."""
+    far = torch.full((1, 11), 0.5)
+    far[0, :4], far[0, 8] = 0.01, 1.6
+    share, far_score = {}, {}
+    for reg in (1e-4, 1e-1):
+        generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        density = AiVadDensity(
+            n_components_velocity=5, use_deep_features=False, reg_covar_velocity=reg
+        )
+        density.update({FeatureType.VELOCITY: _velocity_like(120, generator)}, group="v1")
+        density.fit()
+        new = density.score_streams({FeatureType.VELOCITY: _velocity_like(400, generator)})
+        share[reg] = float((new["velocity"] > 1).float().mean())
+        far_score[reg] = float(density.score_streams({FeatureType.VELOCITY: far})["velocity"])
+    assert share[1e-4] > 0.15, share  # the default floor: the overfit this option is for
+    assert share[1e-1] < 0.02, share
+    assert far_score[1e-1] > 1.0, far_score

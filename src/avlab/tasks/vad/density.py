@@ -262,6 +262,7 @@ class AiVadDensity(CombinedDensityEstimator):
         n_neighbors_deep: int = 1,
         max_bank_size: int | None = None,
         warm_start_steps: int = 5,
+        reg_covar_velocity: float = 1e-4,
     ) -> None:
         super().__init__(
             use_pose_features=use_pose_features,
@@ -269,7 +270,9 @@ class AiVadDensity(CombinedDensityEstimator):
             use_velocity_features=use_velocity_features,
         )
         if use_velocity_features:
-            self.velocity_estimator = VelocityGMM(n_components_velocity, warm_start_steps)
+            self.velocity_estimator = VelocityGMM(
+                n_components_velocity, warm_start_steps, reg_covar_velocity
+            )
         if use_deep_features:
             self.appearance_estimator = GroupedKNN(n_neighbors_deep, max_bank_size)
         if use_pose_features:

@@ -73,6 +73,7 @@ class AiVadNet(nn.Module):
         n_neighbors_deep: int = 1,
         max_bank_size: int | None = None,
         gmm_warm_start_steps: int = 5,
+        gmm_reg_covar: float = 1e-4,
         min_bbox_area: int = 100,
         max_bbox_overlap: float = 0.65,
         velocity: dict | None = None,
@@ -127,6 +128,7 @@ class AiVadNet(nn.Module):
             n_neighbors_deep=n_neighbors_deep,
             max_bank_size=max_bank_size,
             warm_start_steps=gmm_warm_start_steps,
+            reg_covar_velocity=gmm_reg_covar,
         )
         self.dwell = DwellStream(**dwell) if dwell else None
         for extractor in self.extractors():
