@@ -283,3 +283,9 @@ def test_a_covariance_floor_keeps_new_normal_rows_under_the_training_maximum(see
     assert share[1e-4] > 0.15, share  # the default floor: the overfit this option is for
     assert share[1e-1] < 0.02, share
     assert far_score[1e-1] > 1.0, far_score
+
+
+@pytest.mark.parametrize("floor", [-0.1, float("nan"), float("inf")])
+def test_a_covariance_floor_that_is_not_a_finite_non_negative_number_is_refused(floor):
+    with pytest.raises(ValueError, match="gmm_reg_covar"):
+        AiVadDensity(reg_covar_velocity=floor)

@@ -17,6 +17,7 @@ What differs from anomalib 2.7.0 (each covered by tests/test_vad_density.py):
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from anomalib.models.components.base import DynamicBufferMixin
@@ -155,6 +156,11 @@ class MixtureModel(GaussianMixture):
         self, n_components: int, n_iter: int = 100, tol: float = 1e-3, reg_covar: float = 1e-4
     ) -> None:
         super().__init__(n_components=n_components, n_iter=n_iter, tol=tol)
+        if not math.isfinite(reg_covar) or reg_covar < 0:
+            raise ValueError(
+                f"model.net.gmm_reg_covar={reg_covar}: the covariance floor must be a finite "
+                "number >= 0 (1e-4 by default)"
+            )
         self.reg_covar = reg_covar
 
     @property
