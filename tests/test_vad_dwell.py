@@ -7,8 +7,10 @@ import logging
 import cv2
 import numpy as np
 import torch
+from torchmetrics.functional.classification import binary_auroc
 
 from avlab.tasks.vad.dwell import DwellStream
+from avlab.tasks.vad.metrics import shifted_earlier
 
 H, W = 60, 96
 
@@ -105,3 +107,26 @@ def test_no_track_long_enough_in_training_turns_the_stream_off(caplog):
     with caplog.at_level(logging.WARNING):
         stream.fit()
     assert not stream.is_fitted and "dwell stream off" in caplog.text
+
+
+def test_a_centred_score_covers_the_lingering_frames_not_the_half_window_after_them():
+    # Walks in at 1 px/frame, lingers 24 frames, walks on: the score of frames t-8..t is about
+    # the window's middle, so reported at t it rises half a window late and stays up half a
+    # window after the figure has left; reported `lag` frames earlier it marks the stay itself.
+    stream = _fitted(window=8)
+    n, stop, go = 70, 20, 44
+    x = np.concatenate(
+        [10.0 + np.arange(stop), np.full(go - stop, 10.0 + stop), 30.0 + np.arange(n - go)]
+    )
+    path = (
+        np.stack([x, np.full(n, 30.0)], 1)
+        + np.r_[np.zeros((stop, 2)), _stayer(go - stop, 0, 0, 4), np.zeros((n - go, 2))]
+    )
+    path[x > W - 8] = np.nan
+    causal = stream.score(_video([path], seed=15, n_frames=n), ["v"] * n)
+    assert DwellStream(window=8, centred=True).lag == 4 and stream.lag == 0
+    centred = shifted_earlier(causal, 4)
+    lingering = torch.zeros(n, dtype=torch.long)
+    lingering[stop:go] = 1
+    before, after = binary_auroc(causal, lingering), binary_auroc(centred, lingering)
+    assert float(after) > 0.95 and float(after) > float(before) + 0.05, (before, after)

@@ -8,6 +8,7 @@ from PIL import Image
 
 from avlab.tasks.vad.metrics import (
     FrameScoreCollector,
+    aligned,
     frame_metrics,
     gaussian_smooth,
     plot_video_scores,
@@ -58,6 +59,32 @@ def test_frame_metrics_pool_all_videos_frames():
     assert metrics["frame_aupr"] == pytest.approx(11 / 12)
     # velocity alone: anomalous 0.9, 0.8, 0.0 vs normal 0.2, 0.1, 0.0, 0.0 -> (4 + 4 + 2 * 0.5) / 12
     assert frame_metrics(videos, stream="velocity")["frame_auroc"] == pytest.approx(0.75)
+
+
+def test_a_lagged_stream_is_moved_earlier_and_the_frame_score_with_it():
+    velocity = torch.tensor([0.1, 0.2, 0.1, 0.3, 0.2, 0.1], dtype=torch.float64)
+    dwell = torch.tensor([0.0, 0.0, 0.0, 2.0, 2.0, 1.0], dtype=torch.float64)
+    scores, streams = aligned(
+        velocity + dwell, {"velocity": velocity, "dwell": dwell}, {"dwell": 2}
+    )
+    # frame t gets the dwell score measured at t + 2; the last two repeat the last measurement
+    assert streams["dwell"].tolist() == [0.0, 2.0, 2.0, 1.0, 1.0, 1.0]
+    assert torch.equal(streams["velocity"], velocity)
+    assert torch.allclose(scores, velocity + streams["dwell"])
+    # a lag longer than the video leaves the last measurement everywhere
+    assert aligned(dwell, {"dwell": dwell}, {"dwell": 9})[1]["dwell"].tolist() == [1.0] * 6
+
+
+def test_the_collector_aligns_each_video_on_its_own():
+    collector = FrameScoreCollector(lags={"dwell": 1})
+    for video, dwell in (("a", [0.0, 1.0, 1.0]), ("b", [3.0, 0.0, 0.0])):
+        values = torch.tensor(dwell)
+        labels = torch.zeros(3, dtype=torch.long)
+        collector.add([video] * 3, torch.arange(3), values, labels, {"dwell": values})
+    videos = collector.videos()
+    # no value crosses from one video into the other
+    assert videos["a"].scores.tolist() == [1.0, 1.0, 1.0]
+    assert videos["b"].scores.tolist() == [0.0, 0.0, 0.0]
 
 
 def test_frame_metrics_are_undefined_for_one_class():

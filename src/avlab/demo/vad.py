@@ -12,7 +12,7 @@ import torch
 
 from avlab.checkpoints import load_checkpoint
 from avlab.run import build_module
-from avlab.tasks.vad.metrics import gaussian_smooth
+from avlab.tasks.vad.metrics import aligned, gaussian_smooth
 from avlab.tasks.vad.module import AiVadModule
 
 MODULE = f"{AiVadModule.__module__}.{AiVadModule.__name__}"
@@ -73,12 +73,16 @@ class AnomalyMonitor:
                 streams.setdefault(stream, []).append(value)
             boxes += [b.numpy() for b in out.boxes]
             regions += [torch.as_tensor(r).reshape(-1).numpy() for r in out.region_scores]
-        frame_scores = torch.cat(scores).float()
+        frame_scores, by_stream = aligned(
+            torch.cat(scores).float(),
+            {s: torch.cat(v).float() for s, v in streams.items()},
+            self.module.net.stream_lags(),
+        )
         return VadScores(
             frames=targets,
             scores=frame_scores.numpy(),
             smoothed=gaussian_smooth(frame_scores, self.module.sigma).numpy(),
-            streams={s: torch.cat(v).float().numpy() for s, v in streams.items()},
+            streams={s: v.numpy() for s, v in by_stream.items()},
             boxes=boxes,
             region_scores=regions,
         )

@@ -16,6 +16,10 @@ figures over frames instead:
                 out); younger tracks are not scored
     density     a GMM on log(feature + 0.05) of the training tracks, scored like the velocity
                 stream (negative log-likelihood, min-max normalised over the training features)
+    centred     the score of frames t-window..t describes the window's middle: with
+                `centred=true` it is reported `window // 2` frames earlier (`lag`; the frame
+                scores are aligned per video when read, `avlab.tasks.vad.metrics.aligned`), so it
+                rises when a figure stops, not half a window later, and falls when it walks on
 
 Frames must reach it in order, video by video (the datamodules' loaders are not shuffled); a new
 video name resets the tracks. With `frames_between_clips` > 1 a "frame" here is a clip step. Training frames are kept (grey, at most `max_side` pixels a side,
@@ -55,11 +59,14 @@ class DwellStream(DynamicBufferMixin):
         max_side: int = 240,
         max_frames: int = 5000,
         kernel_size: int = 3,
+        centred: bool = False,
     ) -> None:
         super().__init__()
         if window < 1:
             raise ValueError(f"model.net.dwell.window={window}: at least 1 frame")
         self.window = window
+        # Clip steps by which the score is reported earlier (0: at the window's last frame).
+        self.lag = window // 2 if centred else 0
         self.binary_threshold = binary_threshold
         self.dilation = dilation
         self.min_area = min_area

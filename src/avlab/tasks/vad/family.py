@@ -77,19 +77,19 @@ def score_on(net: AiVadNet, root: Path, batch_size: int = 16, clip_length: int =
     """Score a scene's Test/ frames with a fitted `net`, and note its training frames' maximum
     (each training video scored as a new one would be: see `FittedScene.train_max`)."""
     net.eval()
-    net.reset_tracks()
-    train_max = 0.0
-    for batch in _batches(root, Split.TRAIN, batch_size, clip_length):
-        out = net(batch.image, videos=batch.video_path, held_out=True)
-        train_max = max(train_max, float(out.frame_scores.max()))
-    collector = FrameScoreCollector()
-    net.reset_tracks()
-    for batch in _batches(root, Split.TEST, batch_size, clip_length):
-        out = net(batch.image, videos=batch.video_path)
-        collector.add(
-            batch.video_path, batch.frames, out.frame_scores, batch.gt_label, out.stream_scores
-        )
-    return FittedScene(collector.videos(), train_max)
+    scored = {}
+    for split in (Split.TRAIN, Split.TEST):
+        collector = FrameScoreCollector(net.stream_lags())
+        net.reset_tracks()
+        for batch in _batches(root, split, batch_size, clip_length):
+            out = net(batch.image, videos=batch.video_path, held_out=split == Split.TRAIN)
+            labels = batch.gt_label if split == Split.TEST else torch.zeros_like(batch.frames)
+            collector.add(
+                batch.video_path, batch.frames, out.frame_scores, labels, out.stream_scores
+            )
+        scored[split] = collector.videos()
+    train_max = max(float(v.scores.max()) for v in scored[Split.TRAIN].values())
+    return FittedScene(scored[Split.TEST], train_max)
 
 
 def fit_and_score(

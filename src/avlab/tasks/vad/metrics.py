@@ -38,11 +38,43 @@ class VideoScores:
     streams: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class FrameScoreCollector:
-    """Accumulates per-frame scores of test batches, grouped by video."""
+def shifted_earlier(values: torch.Tensor, lag: int) -> torch.Tensor:
+    """values (T,) moved `lag` steps earlier: step t gets step t + lag's value; the last `lag`
+    steps repeat the last value (the latest measurement there is)."""
+    if lag <= 0 or len(values) == 0:
+        return values
+    tail = values[-1:].expand(min(lag, len(values)))
+    return torch.cat([values[lag:], tail])[: len(values)]
 
-    def __init__(self) -> None:
+
+def aligned(
+    scores: torch.Tensor, streams: dict[str, torch.Tensor], lags: dict[str, int]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One video's frame scores and stream scores with each stream in `lags` moved `lag` steps
+    earlier, and the frame score (the sum of the streams) moved with it.
+
+    A stream measured over a window of past frames describes the window's centre, not its last
+    frame: the dwell stream's displacement over frames t-12..t is reported at t-6 (issue 13).
+    """
+    streams = dict(streams)
+    for stream, lag in lags.items():
+        if lag > 0 and stream in streams:
+            moved = shifted_earlier(streams[stream], lag)
+            scores = scores - streams[stream] + moved
+            streams[stream] = moved
+    return scores, streams
+
+
+class FrameScoreCollector:
+    """Accumulates per-frame scores of test batches, grouped by video.
+
+    `lags`: streams whose score describes an earlier frame, by how many clip steps (see
+    `aligned`); each video's scores are aligned when read.
+    """
+
+    def __init__(self, lags: dict[str, int] | None = None) -> None:
         self.rows: dict[str, list[tuple[int, float, int, dict[str, float]]]] = defaultdict(list)
+        self.lags = dict(lags or {})
 
     def add(
         self,
@@ -63,13 +95,16 @@ class FrameScoreCollector:
         for video, rows in sorted(self.rows.items()):
             rows = sorted(rows, key=lambda row: row[0])
             names = list(rows[0][3])
+            scores, streams = aligned(
+                torch.tensor([r[1] for r in rows], dtype=torch.float64),
+                {n: torch.tensor([r[3][n] for r in rows], dtype=torch.float64) for n in names},
+                self.lags,
+            )
             result[video] = VideoScores(
                 frames=torch.tensor([r[0] for r in rows]),
-                scores=torch.tensor([r[1] for r in rows], dtype=torch.float64),
+                scores=scores,
                 labels=torch.tensor([r[2] for r in rows]),
-                streams={
-                    n: torch.tensor([r[3][n] for r in rows], dtype=torch.float64) for n in names
-                },
+                streams=streams,
             )
         return result
 

@@ -107,8 +107,10 @@ class AiVadNet(nn.Module):
         )
         if stabilize:  # older checkpoints' configs lack the key; absent means off
             self.feature_config["stabilize"] = True
-        if dwell:  # likewise
-            self.feature_config["dwell"] = json.loads(json.dumps(dwell))
+        if dwell:  # likewise; `centred` moves where a score is reported, not what it measures
+            self.feature_config["dwell"] = {
+                k: v for k, v in json.loads(json.dumps(dwell)).items() if k != "centred"
+            }
         check_weights(self.choices)
         self.flow_extractor = build_flow(flow, farneback)
         self.region_extractor = build_regions(
@@ -176,6 +178,11 @@ class AiVadNet(nn.Module):
         regions = self.region_extractor(first, last)
         features = self.feature_extractor(first, flows, regions)
         return regions, features
+
+    def stream_lags(self) -> dict[str, int]:
+        """Streams whose score describes an earlier clip step, by how many steps (see
+        `avlab.tasks.vad.metrics.aligned`): the dwell stream's with `dwell.centred`."""
+        return {"dwell": self.dwell.lag} if self.dwell is not None and self.dwell.lag else {}
 
     def reset_tracks(self) -> None:
         """Forget the dwell stream's tracks: the next clip starts a new video."""

@@ -79,7 +79,7 @@ class AiVadModule(L.LightningModule):
         self.plots = plots
         self.max_plots = max_plots
         self.expect_init_from = expect_init_from
-        self.scores = FrameScoreCollector()
+        self.scores = FrameScoreCollector(net.stream_lags())
         self.train_regions = 0
         self.train_frames = 0
         self.fit_pending = False
