@@ -97,6 +97,17 @@ def test_merge_refuses_a_checkpoint_whose_features_mean_something_else(fitted):
     assert FEATURES_KEY in unfitted
 
 
+def test_where_the_dwell_score_is_reported_is_not_part_of_the_feature_description():
+    # A fit from before `centred` (its dwell settings lack the key) must still merge into a
+    # model that reports the dwell score at its window's middle: the feature is the same.
+    def described(**extra):
+        dwell = {"window": 12, "min_area": 100} | extra
+        return AiVadNet(n_components_velocity=2, dwell=dwell).feature_config["dwell"]
+
+    assert described(centred=True) == described() == {"window": 12, "min_area": 100}
+    assert described(window=8) != described()
+
+
 def test_a_frame_without_moving_regions_scores_zero(fitted):
     fitted.net.eval()
     still = torch.rand(1, 1, 3, 48, 64).expand(
