@@ -58,8 +58,9 @@ def fitted_scenes(tmp_path_factory):
 # training maximum (135 before the dwell stream; 177 while the training frames' appearance
 # scores were in-sample, i.e. 0: see `FittedScene.train_max`).
 # Almost all of the excess is the velocity GMM's (5 full-covariance components overfit three
-# training videos): model.net.gmm_reg_covar=0.1 takes it to 47 of 390 (12 %; 26 before centring), still over the
-# bar, and is an option, not the default (BENCHMARKS.md, "A covariance floor").
+# training videos): model.net.gmm_reg_covar=0.1 takes it to 47 of 390 (12 %; 26 before
+# centring), still over the bar, and is an option, not the default (BENCHMARKS.md, "A
+# covariance floor").
 # That last bar of issue 13 is not met: a strict xfail, so a fix that meets it turns it into a
 # failure to be promoted to a plain test.
 

@@ -44,7 +44,7 @@ def shifted_earlier(values: torch.Tensor, lag: int) -> torch.Tensor:
     if lag <= 0 or len(values) == 0:
         return values
     tail = values[-1:].expand(min(lag, len(values)))
-    return torch.cat([values[lag:], tail])[: len(values)]
+    return torch.cat([values[lag:], tail])
 
 
 def aligned(
