@@ -6,10 +6,13 @@ import logging
 
 import cv2
 import numpy as np
+import pytest
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
 from avlab.tasks.vad.dwell import DwellStream
+
+HEADING = {"n_components": 2, "reg_covar": 0.01, "speed_fraction": 0.5}
 from avlab.tasks.vad.metrics import shifted_earlier
 
 H, W = 60, 96
@@ -43,8 +46,8 @@ def _stayer(n_frames: int, y: float, x: float, seed: int) -> np.ndarray:
     return np.array([x, y]) + wander
 
 
-def _fitted(window: int = 8) -> DwellStream:
-    stream = DwellStream(window=window, min_area=40, dilation=2, align=False)
+def _fitted(window: int = 8, heading: dict | None = None) -> DwellStream:
+    stream = DwellStream(window=window, min_area=40, dilation=2, align=False, heading=heading)
     for v in range(3):
         speed = (1.0, -1.2, 0.8)[v]
         start = 10.0 if speed > 0 else W - 10.0
@@ -54,8 +57,9 @@ def _fitted(window: int = 8) -> DwellStream:
     return stream
 
 
-def test_a_figure_that_stays_scores_above_figures_that_walk():
-    stream = _fitted()
+@pytest.mark.parametrize("heading", [None, HEADING], ids=["speed", "speed+heading"])
+def test_a_figure_that_stays_scores_above_figures_that_walk(heading):
+    stream = _fitted(heading=heading)
     assert stream.is_fitted
     walking = _video([_walker(40, 30, 1.1, 10.0)], seed=10, n_frames=40)
     staying = _video([_walker(40, 20, -1.0, W - 10.0), _stayer(40, 42, 50.0, 1)], 11, 40)
@@ -130,3 +134,48 @@ def test_a_centred_score_covers_the_lingering_frames_not_the_half_window_after_t
     lingering[stop:go] = 1
     before, after = binary_auroc(causal, lingering), binary_auroc(centred, lingering)
     assert float(after) > 0.95 and float(after) > float(before) + 0.05, (before, after)
+
+
+def _crosser(n_frames: int, x: float, speed: float) -> np.ndarray:
+    """A figure walking down the frame: a way none of the training walkers took."""
+    y = 8.0 + speed * np.arange(n_frames)
+    path = np.stack([np.full(n_frames, x), y], 1)
+    path[y > H - 8] = np.nan
+    return path
+
+
+def test_the_heading_sees_a_figure_crossing_the_way_nobody_walks():
+    # Training walkers go left and right at 0.8-1.2 px/frame; this one walks down at 1 px/frame.
+    # Its speed is a walker's, so the speed density alone finds nothing; its heading is new.
+    walking = _video([_walker(40, 30, 1.1, 10.0)], seed=20, n_frames=40)
+    crossing = _video([_crosser(40, 60.0, 1.0)], seed=21, n_frames=40)
+    found = {}
+    for name, heading in (("speed", None), ("heading", HEADING)):
+        stream = _fitted(heading=heading)
+        normal = stream.score(walking, ["walk"] * 40)
+        stream.reset()
+        event = stream.score(crossing, ["cross"] * 40)
+        found[name] = float(event[10:].max()) - float(normal.max())
+    assert found["speed"] < 1.0 and found["heading"] > 10.0, found
+
+
+def test_the_heading_round_trips_and_a_second_fit_merges_into_it():
+    stream = _fitted(heading=HEADING)
+    assert stream.scores_heading and float(stream.min_heading_speed) > 0.3
+    video = _video([_crosser(30, 40.0, 1.0)], seed=22, n_frames=30)
+    expected = stream.score(video, ["v"] * 30)
+    loaded = DwellStream(window=8, min_area=40, dilation=2, align=False, heading=HEADING)
+    loaded.load_state_dict(stream.state_dict())
+    assert torch.allclose(loaded.score(video, ["v"] * 30), expected)
+    rows = len(loaded.heading.memory_bank)
+    more = _video([_walker(40, 40, -1.0, W - 10.0)], seed=23, n_frames=40)
+    loaded.observe(more, ["train3"] * 40)
+    loaded.fit()
+    assert loaded.scores_heading and len(loaded.heading.memory_bank) > rows
+
+
+def test_unknown_heading_settings_are_a_clear_error():
+    with pytest.raises(ValueError, match="unknown keys \\['speed'\\]"):
+        DwellStream(heading={"speed": 0.5})
+    with pytest.raises(ValueError, match="speed_fraction=2"):
+        DwellStream(heading={"speed_fraction": 2})

@@ -14,8 +14,15 @@ figures over frames instead:
     feature     the net displacement of a track's box centre over its last `window` frames, per
                 frame: a walker's speed, near 0 for a figure that lingers (its wandering cancels
                 out); younger tracks are not scored
-    density     a GMM on log(feature + 0.05) of the training tracks, scored like the velocity
+    density     a GMM on log(speed + 0.05) of the training tracks, scored like the velocity
                 stream (negative log-likelihood, min-max normalised over the training features)
+    heading     (optional, `heading={...}`) a second GMM on the direction (unit vector) of that
+                displacement, for tracks moving at least `speed_fraction` x the training tracks'
+                median speed (estimated per scene; slower tracks, e.g. a lingering figure, have no
+                direction worth the name and get no heading score). A track's score is then
+                (1 + s_speed)(1 + s_heading) - 1, so after the model's log1p compression the two
+                add. It sees a figure crossing the way nobody walks in training, which a two-frame
+                flow histogram mixes up with a flat figure's edge flow (issue 13: wrong way)
     centred     the score of frames t-window..t describes the window's middle: with
                 `centred=true` it is reported `window // 2` frames earlier (`lag`; the frame
                 scores are aligned per video when read, `avlab.tasks.vad.metrics.aligned`), so it
@@ -60,6 +67,7 @@ class DwellStream(DynamicBufferMixin):
         max_frames: int = 5000,
         kernel_size: int = 3,
         centred: bool = False,
+        heading: dict | None = None,
     ) -> None:
         super().__init__()
         if window < 1:
@@ -80,6 +88,12 @@ class DwellStream(DynamicBufferMixin):
         # checkpoint of a model whose dwell stream is off passes the finite-weights check.
         self.density.min.fill_(0.0)
         self.density.max.fill_(1.0)
+        self.heading = _heading_density(heading) if heading else None
+        self.speed_fraction = float((heading or {}).get("speed_fraction", 0.5))
+        if self.heading is not None:  # (only then: older checkpoints have no such buffer)
+            # Tracks slower than this (px per frame, set by fit) get no heading score.
+            self.register_buffer("min_heading_speed", torch.tensor(0.0))
+            self.min_heading_speed: torch.Tensor
         # The empty scene (H, W) grey levels; (0,) until fitted. A buffer, so it is checkpointed.
         self.register_buffer("background", torch.empty(0))
         self.background: torch.Tensor
@@ -92,6 +106,11 @@ class DwellStream(DynamicBufferMixin):
     def is_fitted(self) -> bool:
         """Whether a background and a fitted density are there to score with."""
         return self.background.numel() > 0 and self.density.is_fitted
+
+    @property
+    def scores_heading(self) -> bool:
+        """Whether the heading part is on and fitted."""
+        return self.heading is not None and self.heading.is_fitted
 
     def observe(self, frames: torch.Tensor, videos: list[str]) -> None:
         """Keep training frames (N, 3, H, W), in order, per video, for `fit()`."""
@@ -116,12 +135,14 @@ class DwellStream(DynamicBufferMixin):
         step = max(1, len(frames) // 200)
         background = np.median(np.stack(frames[::step]), axis=0).astype(np.float32)
         self.background = torch.from_numpy(background).to(self.background.device)
+        displacements = []
         for video, images in self._training_frames.items():
             self.reset()
             for image in images:
                 values = self._features(image, video)
                 if len(values):
                     self.density.update(self._encode(values))
+                    displacements.append(values)
         self._training_frames, self._stored = {}, 0
         self.reset()
         try:
@@ -131,6 +152,22 @@ class DwellStream(DynamicBufferMixin):
             log.warning(
                 "dwell stream off: no training track lasted %d frames (%s)", self.window, error
             )
+            return
+        if self.heading is not None:
+            self._fit_heading(np.concatenate(displacements))
+
+    def _fit_heading(self, displacements: np.ndarray) -> None:
+        """The heading GMM on the directions of the training tracks that move (merged into a
+        fitted one); the speed bar comes from every training track's, old and new."""
+        speeds = torch.exp(self.density.memory_bank[:, 0]) - 0.05
+        median = torch.quantile(speeds, 0.5)
+        self.min_heading_speed = (self.speed_fraction * median).to(self.min_heading_speed)
+        moving = _directions(displacements, float(self.min_heading_speed))
+        self.heading.update(torch.from_numpy(moving).float())
+        try:
+            self.heading.fit()
+        except NotFittedError as error:
+            log.warning("dwell stream: no heading score (%s)", error)
 
     def reset(self) -> None:
         """Forget the tracks (the next frame starts a new video)."""
@@ -143,12 +180,27 @@ class DwellStream(DynamicBufferMixin):
         for i, (image, video) in enumerate(zip(self._grey(frames), videos, strict=True)):
             values = self._features(image, video)
             if len(values):
-                scores[i] = self.density.predict(self._encode(values)).max()
+                track_scores = self.density.predict(self._encode(values))
+                if self.scores_heading:
+                    heading = self._heading_scores(values)
+                    track_scores = (1 + track_scores.clamp(min=0)) * (1 + heading) - 1
+                scores[i] = track_scores.max()
         return scores
 
-    def _encode(self, values: np.ndarray) -> torch.Tensor:
-        """(M, 1) the density's input: log of the track speed (+ 0.05 px/frame)."""
-        return torch.from_numpy(np.log(values + 0.05)).float()[:, None]
+    def _heading_scores(self, displacements: np.ndarray) -> torch.Tensor:
+        """(M,) normalised heading scores of the tracks moving fast enough, 0 for the others."""
+        speeds = np.linalg.norm(displacements, axis=1)
+        moving = speeds >= float(self.min_heading_speed)
+        scores = torch.zeros(len(displacements))
+        if moving.any():
+            directions = torch.from_numpy(displacements[moving] / speeds[moving, None]).float()
+            scores[torch.from_numpy(moving)] = self.heading.predict(directions).clamp(min=0)
+        return scores
+
+    def _encode(self, displacements: np.ndarray) -> torch.Tensor:
+        """(M, 1) the speed density's input: log of the track speed (+ 0.05 px/frame)."""
+        speeds = np.linalg.norm(displacements, axis=1)
+        return torch.from_numpy(np.log(speeds + 0.05)).float()[:, None]
 
     def _grey(self, frames: torch.Tensor) -> list[np.ndarray]:
         """Blurred grey uint8 frames, at most `max_side` pixels a side."""
@@ -185,8 +237,8 @@ class DwellStream(DynamicBufferMixin):
         return np.stack([x, y, x + w - 1, y + h - 1], axis=1)
 
     def _features(self, image: np.ndarray, video: str) -> np.ndarray:
-        """Link this frame's regions to the video's tracks; the speed of each track at least
-        `window` frames old (px per frame over its last `window` frames)."""
+        """Link this frame's regions to the video's tracks; (M, 2) the mean velocity (dx, dy) of
+        each track at least `window` frames old (px per frame over its last `window` frames)."""
         boxes = self._regions(image)
         centres = np.stack([boxes[:, [0, 2]].mean(1), boxes[:, [1, 3]].mean(1)], axis=1)
         histories = [[c] for c in centres]
@@ -195,9 +247,41 @@ class DwellStream(DynamicBufferMixin):
             for i, j in _match(boxes, previous, self.min_iou):
                 histories[i] = (old[j] + histories[i])[-(self.window + 1) :]
         self._video, self._tracks = video, (boxes, histories)
-        return np.array(
-            [np.linalg.norm(h[-1] - h[0]) / self.window for h in histories if len(h) > self.window]
+        moved = [(h[-1] - h[0]) / self.window for h in histories if len(h) > self.window]
+        return np.array(moved, dtype=np.float64).reshape(-1, 2)
+
+
+HEADING_KEYS = {"n_components", "reg_covar", "speed_fraction"}
+
+
+def _heading_density(settings: dict) -> VelocityGMM:
+    """The heading GMM from `model.net.dwell.heading` ({n_components, reg_covar, speed_fraction})."""
+    unknown = set(settings) - HEADING_KEYS
+    if unknown:
+        raise ValueError(
+            f"model.net.dwell.heading: unknown keys {sorted(unknown)}; "
+            f"expected some of {sorted(HEADING_KEYS)}"
         )
+    fraction = settings.get("speed_fraction", 0.5)
+    if not 0 < fraction <= 1:
+        raise ValueError(
+            f"model.net.dwell.heading.speed_fraction={fraction}: a share of the median training "
+            "speed, in (0, 1]"
+        )
+    density = VelocityGMM(
+        n_components=int(settings.get("n_components", 2)),
+        reg_covar=float(settings.get("reg_covar", 1e-2)),
+    )
+    density.min.fill_(0.0)  # finite until fitted, as the speed density's
+    density.max.fill_(1.0)
+    return density
+
+
+def _directions(displacements: np.ndarray, min_speed: float) -> np.ndarray:
+    """(K, 2) unit vectors of the displacements at least `min_speed` long."""
+    speeds = np.linalg.norm(displacements, axis=1)
+    moving = speeds >= max(min_speed, 1e-6)
+    return displacements[moving] / speeds[moving, None]
 
 
 def _match(boxes: np.ndarray, previous: np.ndarray, min_iou: float) -> list[tuple[int, int]]:

@@ -109,7 +109,9 @@ class AiVadNet(nn.Module):
             self.feature_config["stabilize"] = True
         if dwell:  # likewise; `centred` moves where a score is reported, not what it measures
             self.feature_config["dwell"] = {
-                k: v for k, v in json.loads(json.dumps(dwell)).items() if k != "centred"
+                k: v
+                for k, v in json.loads(json.dumps(dwell)).items()
+                if k != "centred" and not (k == "heading" and not v)  # absent: off
             }
         check_weights(self.choices)
         self.flow_extractor = build_flow(flow, farneback)
