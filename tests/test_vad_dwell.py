@@ -11,11 +11,10 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 
 from avlab.tasks.vad.dwell import DwellStream
-
-HEADING = {"n_components": 2, "reg_covar": 0.01, "speed_fraction": 0.5}
 from avlab.tasks.vad.metrics import shifted_earlier
 
 H, W = 60, 96
+HEADING = {"n_components": 2, "reg_covar": 0.01, "speed_fraction": 0.5}
 
 
 def _video(paths: list[np.ndarray], seed: int, n_frames: int) -> torch.Tensor:

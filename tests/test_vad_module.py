@@ -106,6 +106,9 @@ def test_where_the_dwell_score_is_reported_is_not_part_of_the_feature_descriptio
 
     assert described(centred=True) == described() == {"window": 12, "min_area": 100}
     assert described(window=8) != described()
+    # `heading: null` is the same as a fit from before the key; a heading is a new feature.
+    assert described(heading=None) == described()
+    assert described(heading={"reg_covar": 0.01}) != described()
 
 
 def test_a_frame_without_moving_regions_scores_zero(fitted):
