@@ -171,6 +171,11 @@ def test_the_heading_round_trips_and_a_second_fit_merges_into_it():
     loaded.observe(more, ["train3"] * 40)
     loaded.fit()
     assert loaded.scores_heading and len(loaded.heading.memory_bank) > rows
+    # A merge whose new video is too short for any track adds nothing and breaks nothing.
+    rows = len(loaded.heading.memory_bank)
+    loaded.observe(more[:5], ["train4"] * 5)
+    loaded.fit()
+    assert loaded.scores_heading and len(loaded.heading.memory_bank) == rows
 
 
 def test_unknown_heading_settings_are_a_clear_error():

@@ -153,8 +153,8 @@ class DwellStream(DynamicBufferMixin):
                 "dwell stream off: no training track lasted %d frames (%s)", self.window, error
             )
             return
-        if self.heading is not None:
-            self._fit_heading(np.concatenate(displacements))
+        if self.heading is not None:  # (a merge whose new videos left no track: nothing new)
+            self._fit_heading(np.concatenate(displacements) if displacements else np.zeros((0, 2)))
 
     def _fit_heading(self, displacements: np.ndarray) -> None:
         """The heading GMM on the directions of the training tracks that move (merged into a
