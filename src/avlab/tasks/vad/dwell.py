@@ -141,7 +141,7 @@ class DwellStream(DynamicBufferMixin):
             for image in images:
                 values = self._features(image, video)
                 if len(values):
-                    self.density.update(self._encode(values))
+                    self.density.update(self._encode(values).to(self.background.device))
                     displacements.append(values)
         self._training_frames, self._stored = {}, 0
         self.reset()
@@ -163,7 +163,7 @@ class DwellStream(DynamicBufferMixin):
         median = torch.quantile(speeds, 0.5)
         self.min_heading_speed = (self.speed_fraction * median).to(self.min_heading_speed)
         moving = _directions(displacements, float(self.min_heading_speed))
-        self.heading.update(torch.from_numpy(moving).float())
+        self.heading.update(torch.from_numpy(moving).float().to(self.background.device))
         try:
             self.heading.fit()
         except NotFittedError as error:
@@ -180,11 +180,11 @@ class DwellStream(DynamicBufferMixin):
         for i, (image, video) in enumerate(zip(self._grey(frames), videos, strict=True)):
             values = self._features(image, video)
             if len(values):
-                track_scores = self.density.predict(self._encode(values))
+                track_scores = self.density.predict(self._encode(values).to(self.background.device))
                 if self.scores_heading:
-                    heading = self._heading_scores(values)
+                    heading = self._heading_scores(values).to(track_scores.device)
                     track_scores = (1 + track_scores.clamp(min=0)) * (1 + heading) - 1
-                scores[i] = track_scores.max()
+                scores[i] = float(track_scores.max())
         return scores
 
     def _heading_scores(self, displacements: np.ndarray) -> torch.Tensor:
@@ -194,7 +194,8 @@ class DwellStream(DynamicBufferMixin):
         scores = torch.zeros(len(displacements))
         if moving.any():
             directions = torch.from_numpy(displacements[moving] / speeds[moving, None]).float()
-            scores[torch.from_numpy(moving)] = self.heading.predict(directions).clamp(min=0)
+            directions = directions.to(self.background.device)
+            scores[torch.from_numpy(moving)] = self.heading.predict(directions).clamp(min=0).cpu()
         return scores
 
     def _encode(self, displacements: np.ndarray) -> torch.Tensor:

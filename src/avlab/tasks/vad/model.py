@@ -212,7 +212,8 @@ class AiVadNet(nn.Module):
         names = _names(videos, len(clips))
         out = self.score(regions, features, held_out=names if held_out else None)
         if self.dwell is not None and self.dwell.is_fitted:
-            dwell = self.dwell.score(clips[:, -1], names)
+            # (the dwell stream returns CPU scores: its tracks and background are numpy arrays)
+            dwell = self.dwell.score(clips[:, -1], names).to(out.frame_scores.device)
             if self.compress_scores:
                 dwell = compressed(dwell)
             out.stream_scores["dwell"] = dwell
