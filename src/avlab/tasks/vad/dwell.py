@@ -83,14 +83,10 @@ class DwellStream(DynamicBufferMixin):
         self.max_side = max_side
         self.max_frames = max_frames
         self.kernel_size = kernel_size
-        self.density = VelocityGMM(n_components=n_components)
-        # anomalib starts the normalisation at (inf, -inf); finite until fitted, so a
-        # checkpoint of a model whose dwell stream is off passes the finite-weights check.
-        self.density.min.fill_(0.0)
-        self.density.max.fill_(1.0)
-        self.heading = _heading_density(heading) if heading else None
-        self.speed_fraction = float((heading or {}).get("speed_fraction", 0.5))
-        if self.heading is not None:  # (only then: older checkpoints have no such buffer)
+        self.density = _unfitted_gmm(n_components)
+        self.heading: VelocityGMM | None = None
+        if heading:  # (only then the buffer: older checkpoints have none)
+            self.heading, self.speed_fraction = _heading_density(heading)
             # Tracks slower than this (px per frame, set by fit) get no heading score.
             self.register_buffer("min_heading_speed", torch.tensor(0.0))
             self.min_heading_speed: torch.Tensor
@@ -159,11 +155,11 @@ class DwellStream(DynamicBufferMixin):
     def _fit_heading(self, displacements: np.ndarray) -> None:
         """The heading GMM on the directions of the training tracks that move (merged into a
         fitted one); the speed bar comes from every training track's, old and new."""
-        speeds = torch.exp(self.density.memory_bank[:, 0]) - 0.05
+        speeds = torch.exp(self.density.memory_bank[:, 0]) - SPEED_OFFSET  # `_encode` undone
         median = torch.quantile(speeds, 0.5)
         self.min_heading_speed = (self.speed_fraction * median).to(self.min_heading_speed)
-        moving = _directions(displacements, float(self.min_heading_speed))
-        self.heading.update(torch.from_numpy(moving).float().to(self.background.device))
+        _, directions = _moving(displacements, float(self.min_heading_speed))
+        self.heading.update(torch.from_numpy(directions).float().to(self.background.device))
         try:
             self.heading.fit()
         except NotFittedError as error:
@@ -182,26 +178,26 @@ class DwellStream(DynamicBufferMixin):
             if len(values):
                 track_scores = self.density.predict(self._encode(values).to(self.background.device))
                 if self.scores_heading:
-                    heading = self._heading_scores(values).to(track_scores.device)
+                    heading = self._heading_scores(values)
                     track_scores = (1 + track_scores.clamp(min=0)) * (1 + heading) - 1
                 scores[i] = float(track_scores.max())
         return scores
 
     def _heading_scores(self, displacements: np.ndarray) -> torch.Tensor:
-        """(M,) normalised heading scores of the tracks moving fast enough, 0 for the others."""
-        speeds = np.linalg.norm(displacements, axis=1)
-        moving = speeds >= float(self.min_heading_speed)
-        scores = torch.zeros(len(displacements))
+        """(M,) normalised heading scores of the tracks moving fast enough, 0 for the others
+        (on the densities' device)."""
+        moving, directions = _moving(displacements, float(self.min_heading_speed))
+        device = self.background.device
+        scores = torch.zeros(len(displacements), device=device)
         if moving.any():
-            directions = torch.from_numpy(displacements[moving] / speeds[moving, None]).float()
-            directions = directions.to(self.background.device)
-            scores[torch.from_numpy(moving)] = self.heading.predict(directions).clamp(min=0).cpu()
+            found = self.heading.predict(torch.from_numpy(directions).float().to(device))
+            scores[torch.from_numpy(moving).to(device)] = found.clamp(min=0)
         return scores
 
     def _encode(self, displacements: np.ndarray) -> torch.Tensor:
-        """(M, 1) the speed density's input: log of the track speed (+ 0.05 px/frame)."""
+        """(M, 1) the speed density's input: log of the track speed (+ SPEED_OFFSET px/frame)."""
         speeds = np.linalg.norm(displacements, axis=1)
-        return torch.from_numpy(np.log(speeds + 0.05)).float()[:, None]
+        return torch.from_numpy(np.log(speeds + SPEED_OFFSET)).float()[:, None]
 
     def _grey(self, frames: torch.Tensor) -> list[np.ndarray]:
         """Blurred grey uint8 frames, at most `max_side` pixels a side."""
@@ -253,10 +249,22 @@ class DwellStream(DynamicBufferMixin):
 
 
 HEADING_KEYS = {"n_components", "reg_covar", "speed_fraction"}
+# Added to a track's speed (px per frame) before the log, so a figure standing still is finite.
+SPEED_OFFSET = 0.05
 
 
-def _heading_density(settings: dict) -> VelocityGMM:
-    """The heading GMM from `model.net.dwell.heading` ({n_components, reg_covar, speed_fraction})."""
+def _unfitted_gmm(n_components: int, reg_covar: float = 1e-4) -> VelocityGMM:
+    """A GMM whose normalisation is finite until fitted (anomalib starts it at (inf, -inf)), so a
+    checkpoint of a model whose dwell stream is off passes the finite-weights check."""
+    density = VelocityGMM(n_components=n_components, reg_covar=reg_covar)
+    density.min.fill_(0.0)
+    density.max.fill_(1.0)
+    return density
+
+
+def _heading_density(settings: dict) -> tuple[VelocityGMM, float]:
+    """The heading GMM and speed fraction from `model.net.dwell.heading` ({n_components,
+    reg_covar, speed_fraction})."""
     unknown = set(settings) - HEADING_KEYS
     if unknown:
         raise ValueError(
@@ -269,20 +277,18 @@ def _heading_density(settings: dict) -> VelocityGMM:
             f"model.net.dwell.heading.speed_fraction={fraction}: a share of the median training "
             "speed, in (0, 1]"
         )
-    density = VelocityGMM(
-        n_components=int(settings.get("n_components", 2)),
-        reg_covar=float(settings.get("reg_covar", 1e-2)),
+    density = _unfitted_gmm(
+        int(settings.get("n_components", 2)), float(settings.get("reg_covar", 1e-2))
     )
-    density.min.fill_(0.0)  # finite until fitted, as the speed density's
-    density.max.fill_(1.0)
-    return density
+    return density, float(fraction)
 
 
-def _directions(displacements: np.ndarray, min_speed: float) -> np.ndarray:
-    """(K, 2) unit vectors of the displacements at least `min_speed` long."""
+def _moving(displacements: np.ndarray, min_speed: float) -> tuple[np.ndarray, np.ndarray]:
+    """(M,) which displacements are at least `min_speed` long (and not 0), and (K, 2) their unit
+    vectors."""
     speeds = np.linalg.norm(displacements, axis=1)
     moving = speeds >= max(min_speed, 1e-6)
-    return displacements[moving] / speeds[moving, None]
+    return moving, displacements[moving] / speeds[moving, None]
 
 
 def _match(boxes: np.ndarray, previous: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
