@@ -1,8 +1,9 @@
 """Properties of the offline AI-VAD defaults on held-out members of the scene family (small
 frames, short videos): a fast mover and an oversized figure each lift their frames' score above
 the 95th percentile of the same video's normal frames, and a video without an event rarely goes
-above the training videos' maximum. The benchmark (benchmarks/vad_scene_family.py) runs the
-same checks on all 12 held-out seeds at full size; this test runs the first PROPERTY_SCENES."""
+above the training videos' maximum when the scene has 8 training videos of 80 frames (with 3 of
+40 it often does: a strict xfail). The benchmark (benchmarks/vad_scene_family.py) measures the
+frame AUROC on all 12 held-out seeds at full size; this test runs the first PROPERTY_SCENES."""
 
 from __future__ import annotations
 
@@ -29,19 +30,20 @@ EVENTS = ("bike", "cart", "none")  # Test001 fast mover, Test002 oversized, Test
 FALSE_ALARM_RATE = 0.05
 
 
-@pytest.fixture(scope="module")
-def fitted_scenes(tmp_path_factory):
+def fit_property_scenes(folder: Path, n_train: int, n_frames: int) -> list:
+    """The first PROPERTY_SCENES held-out members at SMALL size, each fitted on `n_train`
+    training videos of `n_frames` frames and scored on its 3 test videos (EVENTS)."""
     settings = net_settings(Path(__file__).resolve().parents[1] / "conf/model/aivad.yaml")
     scenes = []
     assert HELD_OUT_SEEDS == HELD_OUT, "the held-out seeds are fixed; do not tune on new ones"
     for seed in HELD_OUT[:PROPERTY_SCENES]:
         root = write_family_member(
-            tmp_path_factory.mktemp("family") / f"s{seed}",
+            folder / f"s{seed}",
             seed,
             size=SMALL,
-            n_train=3,
+            n_train=n_train,
             n_test=3,
-            n_frames=40,
+            n_frames=n_frames,
             anomalies=EVENTS,
         )
         torch.manual_seed(0)
@@ -49,23 +51,44 @@ def fitted_scenes(tmp_path_factory):
     return scenes
 
 
-# Measured (10 scenes; CPU: Intel Xeon, 2 cores, with the dwell heading, 2026-12-01): the fast
-# mover lifts its frames in 10 of 10 scenes, the oversized figure in 9 of 10, and 140 of 390
-# normal-video frames go above the training maximum (152 with the dwell score centred but no
-# heading, 145 before centring, same CPU). Earlier (CPU: AMD EPYC): the fast mover in 10 of 10
-# scenes (8 of 10 before the streams were summed compressed, `compress_scores`), the oversized
-# figure in 10 of 10 (9 before the dwell stream); 142 of 390 normal-video frames go above the
-# training maximum (135 before the dwell stream; 177 while the training frames' appearance
-# scores were in-sample, i.e. 0: see `FittedScene.train_max`).
-# Almost all of the excess is the velocity GMM's (5 full-covariance components overfit three
-# training videos): model.net.gmm_reg_covar=0.1 takes it to 81 of 390 (21 %; 47 without the
-# heading, 26 before centring), still over the bar, and is an option, not the default
-# (BENCHMARKS.md, "A covariance floor").
-# More normal video is what helps: 8 training videos of 80 frames take it to 1.6-2.5 % over three
-# seeds, and 8 of 40 to 4.6-6.2 % (BENCHMARKS.md, "How much normal video the training maximum
-# needs"); this fixture keeps its 3 videos of 40 frames.
-# That last bar of issue 13 is not met: a strict xfail, so a fix that meets it turns it into a
-# failure to be promoted to a plain test.
+@pytest.fixture(scope="module")
+def fitted_scenes(tmp_path_factory):
+    """A few seconds of normal video per scene: 3 training videos of 40 frames."""
+    return fit_property_scenes(tmp_path_factory.mktemp("family"), n_train=3, n_frames=40)
+
+
+@pytest.fixture(scope="module")
+def fitted_scenes_more_video(tmp_path_factory):
+    """About half a minute of normal video per scene: 8 training videos of 80 frames."""
+    return fit_property_scenes(tmp_path_factory.mktemp("family_8x80"), n_train=8, n_frames=80)
+
+
+def no_event_frames_above_training_maximum(scenes: list) -> tuple[int, int]:
+    """How many frames of the scenes' no-event videos (Test003) score above their scene's
+    training maximum, and how many frames those videos have."""
+    above = total = 0
+    for scene in scenes:
+        normal = next(v for k, v in scene.videos.items() if k.endswith("Test003"))
+        assert not normal.labels.any()
+        above += int((normal.scores > scene.train_max).sum())
+        total += len(normal.scores)
+    return above, total
+
+
+# Measured (10 scenes, torch seeds 0 / 1 / 2; CPUs: AMD EPYC and Intel Xeon, 2 cores each, the
+# same figures to within a few frames; BENCHMARKS.md, "The false-alarm bar, stated for half a
+# minute of training video"):
+# - 3 training videos of 40 frames: the fast mover lifts its frames in 10 of 10 scenes, the
+#   oversized figure in 9 of 10 (scene 104's is 18 px of a figure cut off by the frame's top
+#   edge), and 136-141 of 390 no-event frames pass the training maximum (36 %): those training
+#   videos hold 3-10 walkers, too few to say what normal is. A strict xfail records it.
+# - 8 training videos of 80 frames: 13-20 of 790 no-event frames pass it (1.6-2.5 %), and the
+#   fast mover's video passes it in every scene. Stated for this amount of video after these
+#   scenes had been seen at it (stop 27), so it was confirmed once on fresh family seeds
+#   600-609: 8-12 of 790 (1.0-1.5 %) on the three seeds.
+# Almost all of the excess at 3 x 40 is the velocity GMM's (5 full-covariance components overfit
+# three videos); model.net.gmm_reg_covar=0.1 takes it to 81 of 390 (BENCHMARKS.md, "A
+# covariance floor").
 
 
 @pytest.mark.slow
@@ -79,12 +102,22 @@ def test_an_obvious_event_lifts_its_frames_above_the_normal_frames(fitted_scenes
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 13 bar not met: 140 of 390 normal frames above")
-def test_a_video_without_events_rarely_passes_the_training_maximum(fitted_scenes):
-    above = total = 0
-    for scene in fitted_scenes:
-        normal = next(v for k, v in scene.videos.items() if k.endswith("Test003"))
-        assert not normal.labels.any()
-        above += int((normal.scores > scene.train_max).sum())
-        total += len(normal.scores)
+def test_a_video_without_events_rarely_passes_the_training_maximum(fitted_scenes_more_video):
+    above, total = no_event_frames_above_training_maximum(fitted_scenes_more_video)
+    assert above <= FALSE_ALARM_RATE * total, f"{above} of {total} normal frames above the max"
+    # ...and the maximum is still a threshold an event passes (a flat score would pass the above).
+    fast = [
+        float(next(v for k, v in s.videos.items() if k.endswith("Test001")).scores.max())
+        > s.train_max
+        for s in fitted_scenes_more_video
+    ]
+    assert sum(fast) >= 0.9 * len(fast), f"the fast mover passes it in {sum(fast)} of {len(fast)}"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True, reason="3 training videos of 40 frames: 136-141 of 390 frames above"
+)
+def test_with_a_few_seconds_of_training_video_the_maximum_is_no_threshold(fitted_scenes):
+    above, total = no_event_frames_above_training_maximum(fitted_scenes)
     assert above <= FALSE_ALARM_RATE * total, f"{above} of {total} normal frames above the max"
