@@ -14,11 +14,13 @@ import torch
 
 from avlab.tasks.vad.family import (
     HELD_OUT_SEEDS,
+    FittedScene,
     event_raises_score,
     fit_and_score,
     net_settings,
     write_family_member,
 )
+from avlab.tasks.vad.metrics import VideoScores
 from avlab.tasks.vad.model import AiVadNet
 
 # Fixed before any tuning (avlab.tasks.vad.family) and never to be changed.
@@ -30,7 +32,7 @@ EVENTS = ("bike", "cart", "none")  # Test001 fast mover, Test002 oversized, Test
 FALSE_ALARM_RATE = 0.05
 
 
-def fit_property_scenes(folder: Path, n_train: int, n_frames: int) -> list:
+def fit_property_scenes(folder: Path, n_train: int, n_frames: int) -> list[FittedScene]:
     """The first PROPERTY_SCENES held-out members at SMALL size, each fitted on `n_train`
     training videos of `n_frames` frames and scored on its 3 test videos (EVENTS)."""
     settings = net_settings(Path(__file__).resolve().parents[1] / "conf/model/aivad.yaml")
@@ -63,12 +65,18 @@ def fitted_scenes_more_video(tmp_path_factory):
     return fit_property_scenes(tmp_path_factory.mktemp("family_8x80"), n_train=8, n_frames=80)
 
 
-def no_event_frames_above_training_maximum(scenes: list) -> tuple[int, int]:
+def video(scene: FittedScene, name: str) -> VideoScores:
+    """One test video's scores by its folder name (Test001: fast mover, Test002: oversized,
+    Test003: no event)."""
+    return next(v for k, v in scene.videos.items() if k.endswith(name))
+
+
+def no_event_frames_above_training_maximum(scenes: list[FittedScene]) -> tuple[int, int]:
     """How many frames of the scenes' no-event videos (Test003) score above their scene's
     training maximum, and how many frames those videos have."""
     above = total = 0
     for scene in scenes:
-        normal = next(v for k, v in scene.videos.items() if k.endswith("Test003"))
+        normal = video(scene, "Test003")
         assert not normal.labels.any()
         above += int((normal.scores > scene.train_max).sum())
         total += len(normal.scores)
@@ -92,12 +100,9 @@ def no_event_frames_above_training_maximum(scenes: list) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("video", "event"), [("Test001", "fast mover"), ("Test002", "oversized")])
-def test_an_obvious_event_lifts_its_frames_above_the_normal_frames(fitted_scenes, video, event):
-    hits = [
-        event_raises_score(next(v for k, v in s.videos.items() if k.endswith(video)))
-        for s in fitted_scenes
-    ]
+@pytest.mark.parametrize(("name", "event"), [("Test001", "fast mover"), ("Test002", "oversized")])
+def test_an_obvious_event_lifts_its_frames_above_the_normal_frames(fitted_scenes, name, event):
+    hits = [event_raises_score(video(s, name)) for s in fitted_scenes]
     assert sum(hits) >= 0.9 * len(hits), f"{event}: seen in {sum(hits)} of {len(hits)} scenes"
 
 
@@ -106,11 +111,7 @@ def test_a_video_without_events_rarely_passes_the_training_maximum(fitted_scenes
     above, total = no_event_frames_above_training_maximum(fitted_scenes_more_video)
     assert above <= FALSE_ALARM_RATE * total, f"{above} of {total} normal frames above the max"
     # ...and the maximum is still a threshold an event passes (a flat score would pass the above).
-    fast = [
-        float(next(v for k, v in s.videos.items() if k.endswith("Test001")).scores.max())
-        > s.train_max
-        for s in fitted_scenes_more_video
-    ]
+    fast = [float(video(s, "Test001").scores.max()) > s.train_max for s in fitted_scenes_more_video]
     assert sum(fast) >= 0.9 * len(fast), f"the fast mover passes it in {sum(fast)} of {len(fast)}"
 
 
