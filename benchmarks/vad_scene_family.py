@@ -1,6 +1,7 @@
 """AI-VAD's offline defaults on a family of generated scenes: frame AUROC per member, old vs new.
 
     uv run python benchmarks/vad_scene_family.py [--frames 60] [--seeds 0,1,2]
+    uv run python benchmarks/vad_scene_family.py --members 700-711 --candidate dwell.x=true
 
 Each member is fitted once per seed in `--seeds` (torch seeds: the random appearance encoder's
 weights and the k-means starts); the table shows the first seed, and the summary (also in
@@ -13,6 +14,11 @@ Members: the scene the defaults were first tuned on (`Scene()`, marked tuned), t
 a direction histogram without explicit speed or size, no camera-shake compensation, streams
 summed uncompressed); "new" is
 conf/model/aivad.yaml.
+`--candidate KEY=VALUE ...` adds a third column, "candidate": the new settings with those
+overrides (dotted keys below `net`, as in `model.net.KEY=VALUE`). `--members 200-211,705` scores
+those family members instead of the tuned scene and the held-out set (no fine-tune or configured
+scene either): how a candidate is tried on tuning members before the held-out set is looked at.
+Every set's mean per seed is in the summary.
 Also: aivad_finetune's merge (scene 1 fit, then scene 2's two training videos merged in) vs a
 scratch fit on scene 2 alone, both scored on scene 2's test videos, with the new settings.
 Also the tuned scene as conf/data/vad.yaml generates it (what `experiment=aivad_scratch` runs),
@@ -38,14 +44,20 @@ from avlab.tasks.vad.family import (
     TUNING_SEEDS,
     fit_and_score,
     fit_on,
+    net_settings,
     score_on,
+    seed_list,
     write_family_member,
 )
 from avlab.tasks.vad.model import AiVadNet
 from avlab.tasks.vad.synth import FAMILY_TUNED, write_ucsd_scene
 
+try:
+    from benchmarks.threads import cpu_model
+except ModuleNotFoundError:  # run by path: benchmarks/ is on sys.path, the repository root not
+    from threads import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
-OFFLINE = {"flow": "farneback", "regions": "motion", "pose": "off", "appearance": "timm"}
 # main's settings before issue 13 (commit 8290f98, conf/model/aivad.yaml).
 OLD = {
     "dwell": None,
@@ -59,13 +71,7 @@ OLD = {
 
 def new_settings() -> dict:
     """The net settings of conf/model/aivad.yaml (interpolated choices replaced by the offline ones)."""
-    net = yaml.safe_load((REPO / "conf/model/aivad.yaml").read_text())["net"]
-    kept = {
-        k: v
-        for k, v in net.items()
-        if not k.startswith("_") and not (isinstance(v, str) and v.startswith("${"))
-    }
-    return kept | OFFLINE | {"pretrained": None}
+    return net_settings(REPO / "conf/model/aivad.yaml")
 
 
 def build(settings: dict, seed: int = 0) -> AiVadNet:
@@ -81,6 +87,34 @@ def member_root(data: Path, seed: int, frames: int) -> Path:
     if not root.is_dir():
         write_family_member(root, seed, n_train=4, n_test=8, n_frames=frames)
     return root
+
+
+def role_of(seed: int) -> str:
+    """A member's role: the tuned scene, a tuning seed, a held-out seed, or another one."""
+    if seed == FAMILY_TUNED:
+        return "tuned"
+    if seed in HELD_OUT_SEEDS:
+        return "held-out"
+    return "tuning" if seed in TUNING_SEEDS else "other"
+
+
+def set_means(rows: list[dict], settings: dict, seeds: list[int]) -> dict:
+    """Per role (members of the tuned scene counted alone) and settings: the mean over the role's
+    members per torch seed, and its worst member per seed."""
+    out = {}
+    for role in dict.fromkeys(r["role"] for r in rows):
+        members = [r for r in rows if r["role"] == role]
+        out[role] = {
+            name: {
+                "mean_by_seed": {
+                    s: round(statistics.mean(r[f"{name}_by_seed"][s] for r in members), 4)
+                    for s in seeds
+                },
+                "worst_by_seed": {s: min(r[f"{name}_by_seed"][s] for r in members) for s in seeds},
+            }
+            for name in settings
+        }
+    return out
 
 
 def configured_scene(data: Path, name: str) -> Path:
@@ -103,6 +137,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "vad_family.json")
     parser.add_argument("--skip-finetune", action="store_true")
     parser.add_argument("--with-tuning", action="store_true", help="also the tuning seeds")
+    parser.add_argument("--members", type=seed_list, help="only these members, e.g. 200-211,705")
+    parser.add_argument(
+        "--candidate", nargs="+", metavar="KEY=VALUE", help="net overrides of a third column"
+    )
+    parser.add_argument("--skip-old", action="store_true", help="leave out the old settings")
     parser.add_argument(
         "--seeds",
         default="0,1,2",
@@ -112,10 +151,17 @@ def main() -> int:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = {"old": {**new_settings(), **OLD}, "new": new_settings()}
+    if args.candidate:
+        settings["candidate"] = net_settings(REPO / "conf/model/aivad.yaml", args.candidate)
+    if args.skip_old:
+        del settings["old"]
     rows = []
-    members = [("tuned", FAMILY_TUNED)]
-    members += [("tuning", s) for s in TUNING_SEEDS] if args.with_tuning else []
-    members += [("held-out", s) for s in HELD_OUT_SEEDS]
+    if args.members:
+        members = [(role_of(s), s) for s in args.members]
+    else:
+        members = [("tuned", FAMILY_TUNED)]
+        members += [("tuning", s) for s in TUNING_SEEDS] if args.with_tuning else []
+        members += [("held-out", s) for s in HELD_OUT_SEEDS]
     for role, seed in members:
         root = member_root(args.data, seed, args.frames)
         row = {"seed": seed, "role": role}
@@ -127,9 +173,9 @@ def main() -> int:
             row[f"{name}_s"] = round((time.perf_counter() - start) / len(seeds), 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    summary = {"cpu": cpu_model(), "sets": set_means(rows, settings, seeds)}
     held = [r for r in rows if r["role"] == "held-out"]
-    summary = {}
-    for name in settings:
+    for name in settings if held else ():
         means = {s: round(statistics.mean(r[f"{name}_by_seed"][s] for r in held), 4) for s in seeds}
         summary[name] = {
             "held_out_mean": means[seeds[0]],
@@ -138,9 +184,9 @@ def main() -> int:
             "held_out_mean_worst": min(means.values()),
             "held_out_mean_median": round(statistics.median(means.values()), 4),
             "held_out_min_by_seed": {s: min(r[f"{name}_by_seed"][s] for r in held) for s in seeds},
-            "tuned": next(r[name] for r in rows if r["role"] == "tuned"),
+            "tuned": next((r[name] for r in rows if r["role"] == "tuned"), None),
         }
-    if not args.skip_finetune:
+    if not args.skip_finetune and not args.members:
         scene1 = configured_scene(args.data / "configured", "vad")
         scene2 = configured_scene(args.data / "configured", "vad_scene2")
         # The tuned scene as the default run generates it (8 training and 16 test videos of 100
@@ -163,10 +209,12 @@ def main() -> int:
             {"frames": args.frames, "seeds": seeds, "rows": rows, "summary": summary}, indent=1
         )
     )
-    print(f"\n| member | role | old AUROC | new AUROC |  (seed {seeds[0]})\n|---|---|---|---|")
+    columns = " | ".join(f"{name} AUROC" for name in settings)
+    print(f"\n| member | role | {columns} |  (seed {seeds[0]})")
+    print("|---|---|" + "---|" * len(settings))
     for r in rows:
         name = "Scene() (tuned)" if r["seed"] == FAMILY_TUNED else f"seed {r['seed']}"
-        print(f"| {name} | {r['role']} | {r['old']:.3f} | {r['new']:.3f} |")
+        print(f"| {name} | {r['role']} | " + " | ".join(f"{r[n]:.3f}" for n in settings) + " |")
     for name, s in summary.items():
         print(f"{name}: {s}")
     return 0

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,21 @@ from avlab.tasks.vad.synth import family_scene, write_ucsd_scene
 
 HELD_OUT_SEEDS = tuple(range(100, 112))
 TUNING_SEEDS = tuple(range(0, 6))
+# The property scenes (tests/test_vad_family.py, benchmarks/vad_family_properties.py): small
+# frames (h, w), and three test videos, Test001 a fast mover, Test002 an oversized figure,
+# Test003 no event.
+PROPERTY_SIZE = (72, 108)
+PROPERTY_EVENTS = ("bike", "cart", "none")
+NO_EVENT = "Test003"
+
+
+def seed_list(text: str) -> list[int]:
+    """'200-211' or '700,705' (or a mix, e.g. '100-104,110') -> member seeds, in order."""
+    out = []
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        out += list(range(int(low), int(high) + 1)) if high else [int(low)]
+    return out
 
 
 @dataclass
@@ -44,6 +60,25 @@ class FittedScene:
     def auroc(self, sigma: float = 3.0) -> float:
         """Frame AUROC over every test frame (scores smoothed over `sigma` frames)."""
         return frame_metrics(self.videos, sigma).get("frame_auroc", float("nan"))
+
+    def video(self, name: str) -> VideoScores:
+        """One test video's scores by its folder name (e.g. "Test001")."""
+        found = [v for k, v in self.videos.items() if Path(k).name == name]
+        if len(found) != 1:
+            raise KeyError(
+                f"{name}: {len(found)} test videos of that name in {sorted(self.videos)}"
+            )
+        return found[0]
+
+    def passes_training_maximum(self, name: str) -> bool:
+        """Whether any frame of test video `name` scores above the training frames' maximum."""
+        return float(self.video(name).scores.max()) > self.train_max
+
+    def frames_above_training_maximum(self, name: str = NO_EVENT) -> tuple[int, int]:
+        """How many frames of test video `name` score above the training frames' maximum, and
+        how many frames it has."""
+        scores = self.video(name).scores
+        return int((scores > self.train_max).sum()), len(scores)
 
 
 def write_family_member(
@@ -112,9 +147,53 @@ def event_raises_score(video: VideoScores, sigma: float = 0.0, percentile: float
     return bool(scores[labels].max() > np.percentile(scores[~labels], percentile))
 
 
-def net_settings(model_yaml: Path) -> dict[str, Any]:
-    """AiVadNet keyword arguments of a `conf/model/aivad*.yaml`, with the offline extractors."""
+def fit_property_scenes(
+    folder: Path,
+    seeds: Sequence[int],
+    n_train: int,
+    n_frames: int,
+    settings: dict[str, Any],
+    torch_seed: int = 0,
+) -> list[FittedScene]:
+    """Family members `seeds` at PROPERTY_SIZE (generated into `folder` once), each with
+    `n_train` training videos and the three PROPERTY_EVENTS test videos of `n_frames` frames,
+    fitted with a fresh `AiVadNet(**settings)` built after `torch.manual_seed(torch_seed)`."""
+    scenes = []
+    for seed in seeds:
+        root = Path(folder) / f"s{seed}"
+        if not root.is_dir():
+            write_family_member(
+                root,
+                seed,
+                size=PROPERTY_SIZE,
+                n_train=n_train,
+                n_test=len(PROPERTY_EVENTS),
+                n_frames=n_frames,
+                anomalies=PROPERTY_EVENTS,
+            )
+        torch.manual_seed(torch_seed)
+        scenes.append(fit_and_score(root, AiVadNet(**settings)))
+    return scenes
+
+
+def no_event_frames_above_training_maximum(scenes: Sequence[FittedScene]) -> tuple[int, int]:
+    """How many frames of the scenes' no-event videos (NO_EVENT) score above their scene's
+    training maximum, and how many frames those videos have."""
+    above = total = 0
+    for scene in scenes:
+        if scene.video(NO_EVENT).labels.any():
+            raise ValueError(f"{NO_EVENT} is meant to have no event, but has labelled frames")
+        n_above, n_frames = scene.frames_above_training_maximum(NO_EVENT)
+        above += n_above
+        total += n_frames
+    return above, total
+
+
+def net_settings(model_yaml: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """AiVadNet keyword arguments of a `conf/model/aivad*.yaml`, with the offline extractors,
+    and `overrides` (e.g. "dwell.window=16": dotted keys below `net`, values read as YAML)."""
     import yaml
+    from omegaconf import OmegaConf
 
     net = yaml.safe_load(Path(model_yaml).read_text())["net"]
     kept = {
@@ -123,4 +202,10 @@ def net_settings(model_yaml: Path) -> dict[str, Any]:
         if not k.startswith("_") and not (isinstance(v, str) and v.startswith("${"))
     }
     offline = {"flow": "farneback", "regions": "motion", "pose": "off", "appearance": "timm"}
-    return kept | offline | {"pretrained": None}
+    settings = kept | offline | {"pretrained": None}
+    if overrides:
+        merged = OmegaConf.merge(
+            OmegaConf.create(settings), OmegaConf.from_dotlist(list(overrides))
+        )
+        settings = OmegaConf.to_container(merged)
+    return settings
