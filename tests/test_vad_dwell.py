@@ -10,7 +10,7 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-from avlab.tasks.vad.dwell import DwellStream
+from avlab.tasks.vad.dwell import MERGES, DwellStream, _match, _unambiguous
 from avlab.tasks.vad.metrics import shifted_earlier
 
 H, W = 60, 96
@@ -183,3 +183,42 @@ def test_unknown_heading_settings_are_a_clear_error():
         DwellStream(heading={"speed": 0.5})
     with pytest.raises(ValueError, match="speed_fraction=2"):
         DwellStream(heading={"speed_fraction": 2})
+
+
+def test_two_walkers_passing_each_other_are_no_lingering_figure_when_merges_restart_tracks():
+    # Two walkers on one row meet: for 14 frames they are one region whose centre stays where
+    # they met. Continued as one walker's track, that region "stopped" (issue 13, member 705:
+    # normal walkers passing each other scored like a loiterer). With merges="restart" the merged
+    # region, and the two regions after it, start new tracks, too young to be scored while the
+    # merge lasts less than the window (16 frames here; a longer one still reads as a stop).
+    passing = _video([_walker(80, 30, 1.2, 10.0), _walker(80, 30, -1.2, W - 10.0)], 24, 80)
+    walking = _video([_walker(80, 30, 1.1, 10.0)], seed=25, n_frames=80)
+    excess = {}
+    for merges in MERGES:
+        stream = _fitted(window=16)
+        stream.merges = merges
+        normal = stream.score(walking, ["walk"] * 80)
+        stream.reset()
+        excess[merges] = float(stream.score(passing, ["pass"] * 80).max()) - float(normal.max())
+    assert excess["continue"] > 1.0 and excess["restart"] < 0.2, excess
+
+
+def test_a_merge_or_split_of_alike_regions_ends_their_tracks_a_small_part_does_not():
+    previous = np.array([[0, 0, 9, 9], [12, 0, 21, 9], [40, 0, 49, 9]], dtype=np.float64)
+    # one region covering the first two (a merge), and the third one moved by a pixel
+    boxes = np.array([[1, 0, 21, 9], [41, 0, 50, 9]], dtype=np.float64)
+    pairs = _match(boxes, previous, 0.1)
+    assert len(pairs) == 2 and (1, 2) in pairs  # plain matching hands the merge one history
+    assert _unambiguous(pairs, boxes, previous, 0.1) == [(1, 2)]
+    # a split into two alike halves ends the track...
+    whole = np.array([[0, 0, 21, 9]], dtype=np.float64)
+    halves = np.array([[0, 0, 9, 9], [12, 0, 21, 9]], dtype=np.float64)
+    assert _unambiguous(_match(halves, whole, 0.1), halves, whole, 0.1) == []
+    # ...a figure shedding a small part (an arm, a shadow; under ALIKE x its area) keeps it
+    body_and_arm = np.array([[0, 0, 17, 9], [18, 3, 21, 6]], dtype=np.float64)
+    assert _unambiguous(_match(body_and_arm, whole, 0.1), body_and_arm, whole, 0.1) == [(0, 0)]
+
+
+def test_unknown_merge_handling_is_a_clear_error():
+    with pytest.raises(ValueError, match="merges='split'"):
+        DwellStream(merges="split")

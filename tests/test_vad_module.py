@@ -109,6 +109,9 @@ def test_where_the_dwell_score_is_reported_is_not_part_of_the_feature_descriptio
     # `heading: null` is the same as a fit from before the key; a heading is a new feature.
     assert described(heading=None) == described()
     assert described(heading={"reg_covar": 0.01}) != described()
+    # Likewise `merges: continue` (the behaviour before the key); restarting tracks is new.
+    assert described(merges="continue") == described()
+    assert described(merges="restart") != described()
 
 
 def test_a_frame_without_moving_regions_scores_zero(fitted):

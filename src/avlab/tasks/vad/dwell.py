@@ -10,7 +10,12 @@ figures over frames instead:
                 least min_area pixels (after moving the frame back by the camera's shake, found
                 by phase correlation against the background)
     tracks      each region continues the previous frame's region of the same video it overlaps
-                most (IoU >= min_iou, one to one, largest overlap first)
+                most (IoU >= min_iou, one to one, largest overlap first). With
+                `merges="restart"` a region that two alike-sized previous regions overlap (two
+                figures merged), or two alike-sized regions that overlap one previous region (a
+                split), start new tracks: continued, the merged blob of two walkers passing each
+                other keeps one walker's history while its centre stays where they met, which
+                reads as a figure that stopped (issue 13)
     feature     the net displacement of a track's box centre over its last `window` frames, per
                 frame: a walker's speed, near 0 for a figure that lingers (its wandering cancels
                 out); younger tracks are not scored
@@ -68,6 +73,7 @@ class DwellStream(DynamicBufferMixin):
         kernel_size: int = 3,
         centred: bool = False,
         heading: dict | None = None,
+        merges: str = "continue",
     ) -> None:
         super().__init__()
         if window < 1:
@@ -79,6 +85,9 @@ class DwellStream(DynamicBufferMixin):
         self.dilation = dilation
         self.min_area = min_area
         self.min_iou = min_iou
+        if merges not in MERGES:
+            raise ValueError(f"model.net.dwell.merges={merges!r}: one of {MERGES}")
+        self.merges = merges
         self.align = align
         self.max_side = max_side
         self.max_frames = max_frames
@@ -239,15 +248,23 @@ class DwellStream(DynamicBufferMixin):
         boxes = self._regions(image)
         centres = np.stack([boxes[:, [0, 2]].mean(1), boxes[:, [1, 3]].mean(1)], axis=1)
         histories = [[c] for c in centres]
-        if video == self._video and self._tracks is not None and len(boxes):
+        if video == self._video and self._tracks is not None:
             previous, old = self._tracks
-            for i, j in _match(boxes, previous, self.min_iou):
+            pairs = _match(boxes, previous, self.min_iou)
+            if self.merges == "restart":
+                pairs = _unambiguous(pairs, boxes, previous, self.min_iou)
+            for i, j in pairs:
                 histories[i] = (old[j] + histories[i])[-(self.window + 1) :]
         self._video, self._tracks = video, (boxes, histories)
         moved = [(h[-1] - h[0]) / self.window for h in histories if len(h) > self.window]
         return np.array(moved, dtype=np.float64).reshape(-1, 2)
 
 
+MERGES = ("continue", "restart")
+# merges="restart": a merge (split) is two previous (new) regions in one new (previous) one, the
+# smaller at least this share of the larger's box area; a smaller part (an arm, a shadow, noise
+# that comes and goes) joining or leaving a figure's region leaves its track alone.
+ALIKE = 0.5
 HEADING_KEYS = {"n_components", "reg_covar", "speed_fraction"}
 # Added to a track's speed (px per frame) before the log, so a figure standing still is finite.
 SPEED_OFFSET = 0.05
@@ -289,6 +306,37 @@ def _moving(displacements: np.ndarray, min_speed: float) -> tuple[np.ndarray, np
     speeds = np.linalg.norm(displacements, axis=1)
     moving = speeds >= max(min_speed, 1e-6)
     return moving, displacements[moving] / speeds[moving, None]
+
+
+def _unambiguous(
+    pairs: list[tuple[int, int]], boxes: np.ndarray, previous: np.ndarray, min_iou: float
+) -> list[tuple[int, int]]:
+    """The (new, previous) pairs that are no merge or split: two figures of alike size (ALIKE)
+    that merge into one region, or one region that splits into two, start new tracks instead of
+    handing one figure's history to the other or to the blob of both."""
+    if not pairs:
+        return pairs
+    links = box_iou(torch.from_numpy(boxes), torch.from_numpy(previous)).nan_to_num(0.0).numpy()
+    links = links >= min_iou
+    merge = _two_alike(links, _area(previous))
+    split = _two_alike(links.T, _area(boxes))
+    return [(i, j) for i, j in pairs if not merge[i] and not split[j]]
+
+
+def _area(boxes: np.ndarray) -> np.ndarray:
+    """(M,) pixel areas of xyxy boxes (inclusive corners)."""
+    return (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+
+
+def _two_alike(links: np.ndarray, areas: np.ndarray) -> np.ndarray:
+    """(M,) whether row m of `links` (M, K) links two or more boxes whose second largest has at
+    least ALIKE x the largest's area (`areas`: (K,))."""
+    out = np.zeros(len(links), dtype=bool)
+    for m, row in enumerate(links):
+        if row.sum() >= 2:
+            linked = np.sort(areas[row])[::-1]
+            out[m] = linked[1] >= ALIKE * linked[0]
+    return out
 
 
 def _match(boxes: np.ndarray, previous: np.ndarray, min_iou: float) -> list[tuple[int, int]]:

@@ -111,7 +111,9 @@ class AiVadNet(nn.Module):
             self.feature_config["dwell"] = {
                 k: v
                 for k, v in json.loads(json.dumps(dwell)).items()
-                if k != "centred" and not (k == "heading" and not v)  # absent: off
+                if k != "centred"
+                and not (k == "heading" and not v)
+                and not (k == "merges" and v == "continue")
             }
         check_weights(self.choices)
         self.flow_extractor = build_flow(flow, farneback)
