@@ -111,7 +111,7 @@ class AiVadNet(nn.Module):
             self.feature_config["dwell"] = {
                 k: v
                 for k, v in json.loads(json.dumps(dwell)).items()
-                if k != "centred"
+                if k != "centred"  # (absent keys below: the behaviour from before the key)
                 and not (k == "heading" and not v)
                 and not (k == "merges" and v == "continue")
             }
