@@ -10,7 +10,7 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-from avlab.tasks.vad.dwell import MERGES, DwellStream, _match, _unambiguous
+from avlab.tasks.vad.dwell import MERGES, DwellStream, _iou, _match, _unambiguous
 from avlab.tasks.vad.metrics import shifted_earlier
 
 H, W = 60, 96
@@ -203,20 +203,25 @@ def test_two_walkers_passing_each_other_are_no_lingering_figure_when_merges_rest
     assert excess["continue"] > 1.0 and excess["restart"] < 0.2, excess
 
 
+def _unambiguous_pairs(boxes: np.ndarray, previous: np.ndarray) -> list[tuple[int, int]]:
+    iou = _iou(boxes, previous)
+    return _unambiguous(_match(iou, 0.1), iou >= 0.1, boxes, previous)
+
+
 def test_a_merge_or_split_of_alike_regions_ends_their_tracks_a_small_part_does_not():
     previous = np.array([[0, 0, 9, 9], [12, 0, 21, 9], [40, 0, 49, 9]], dtype=np.float64)
     # one region covering the first two (a merge), and the third one moved by a pixel
     boxes = np.array([[1, 0, 21, 9], [41, 0, 50, 9]], dtype=np.float64)
-    pairs = _match(boxes, previous, 0.1)
+    pairs = _match(_iou(boxes, previous), 0.1)
     assert len(pairs) == 2 and (1, 2) in pairs  # plain matching hands the merge one history
-    assert _unambiguous(pairs, boxes, previous, 0.1) == [(1, 2)]
+    assert _unambiguous_pairs(boxes, previous) == [(1, 2)]
     # a split into two alike halves ends the track...
     whole = np.array([[0, 0, 21, 9]], dtype=np.float64)
     halves = np.array([[0, 0, 9, 9], [12, 0, 21, 9]], dtype=np.float64)
-    assert _unambiguous(_match(halves, whole, 0.1), halves, whole, 0.1) == []
+    assert _unambiguous_pairs(halves, whole) == []
     # ...a figure shedding a small part (an arm, a shadow; under ALIKE x its area) keeps it
     body_and_arm = np.array([[0, 0, 17, 9], [18, 3, 21, 6]], dtype=np.float64)
-    assert _unambiguous(_match(body_and_arm, whole, 0.1), body_and_arm, whole, 0.1) == [(0, 0)]
+    assert _unambiguous_pairs(body_and_arm, whole) == [(0, 0)]
 
 
 def test_unknown_merge_handling_is_a_clear_error():

@@ -250,9 +250,10 @@ class DwellStream(DynamicBufferMixin):
         histories = [[c] for c in centres]
         if video == self._video and self._tracks is not None:
             previous, old = self._tracks
-            pairs = _match(boxes, previous, self.min_iou)
+            iou = _iou(boxes, previous)
+            pairs = _match(iou, self.min_iou)
             if self.merges == "restart":
-                pairs = _unambiguous(pairs, boxes, previous, self.min_iou)
+                pairs = _unambiguous(pairs, iou >= self.min_iou, boxes, previous)
             for i, j in pairs:
                 histories[i] = (old[j] + histories[i])[-(self.window + 1) :]
         self._video, self._tracks = video, (boxes, histories)
@@ -309,15 +310,14 @@ def _moving(displacements: np.ndarray, min_speed: float) -> tuple[np.ndarray, np
 
 
 def _unambiguous(
-    pairs: list[tuple[int, int]], boxes: np.ndarray, previous: np.ndarray, min_iou: float
+    pairs: list[tuple[int, int]], links: np.ndarray, boxes: np.ndarray, previous: np.ndarray
 ) -> list[tuple[int, int]]:
-    """The (new, previous) pairs that are no merge or split: two figures of alike size (ALIKE)
-    that merge into one region, or one region that splits into two, start new tracks instead of
-    handing one figure's history to the other or to the blob of both."""
+    """The (new, previous) pairs that are no merge or split (`links`: (M, K) which new boxes
+    overlap which previous ones): two figures of alike size (ALIKE) that merge into one region,
+    or one region that splits into two, start new tracks instead of handing one figure's history
+    to the other or to the blob of both."""
     if not pairs:
         return pairs
-    links = box_iou(torch.from_numpy(boxes), torch.from_numpy(previous)).nan_to_num(0.0).numpy()
-    links = links >= min_iou
     merge = _two_alike(links, _area(previous))
     split = _two_alike(links.T, _area(boxes))
     return [(i, j) for i, j in pairs if not merge[i] and not split[j]]
@@ -339,12 +339,16 @@ def _two_alike(links: np.ndarray, areas: np.ndarray) -> np.ndarray:
     return out
 
 
-def _match(boxes: np.ndarray, previous: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
-    """One-to-one (new, previous) pairs by IoU >= min_iou, largest overlap first."""
+def _iou(boxes: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """(M, K) IoU of each new box with each previous one."""
     if not len(boxes) or not len(previous):
-        return []
+        return np.zeros((len(boxes), len(previous)))
     # (a zero-area box, one pixel wide, gives 0/0: no overlap)
-    iou = box_iou(torch.from_numpy(boxes), torch.from_numpy(previous)).nan_to_num(0.0).numpy()
+    return box_iou(torch.from_numpy(boxes), torch.from_numpy(previous)).nan_to_num(0.0).numpy()
+
+
+def _match(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
+    """One-to-one (new, previous) pairs by IoU (`iou`: (M, K)) >= min_iou, largest first."""
     pairs, used_new, used_old = [], set(), set()
     for flat in np.argsort(-iou, axis=None, kind="stable"):
         i, j = np.unravel_index(flat, iou.shape)
