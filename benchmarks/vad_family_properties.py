@@ -51,12 +51,14 @@ def main() -> int:
     parser.add_argument("--n-train", type=int, default=8, help="training videos per member")
     parser.add_argument("--n-frames", type=int, default=80, help="frames per video")
     parser.add_argument("--members", type=seed_list, default=seed_list("100-109"))
-    parser.add_argument("--seeds", default="0,1,2", help="torch seeds, comma-separated")
+    parser.add_argument(
+        "--seeds", type=seed_list, default=seed_list("0,1,2"), help="torch seeds, e.g. 0,1,2"
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--data", type=Path, default=REPO / "data" / "vad_family_properties")
     parser.add_argument("--out", type=Path, help="also write the rows and totals as JSON here")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     overrides = args.set
     settings = net_settings(REPO / "conf/model/aivad.yaml", overrides)
     folder = args.data / f"{args.n_train}x{args.n_frames}"

@@ -69,9 +69,10 @@ OLD = {
 }
 
 
-def new_settings() -> dict:
-    """The net settings of conf/model/aivad.yaml (interpolated choices replaced by the offline ones)."""
-    return net_settings(REPO / "conf/model/aivad.yaml")
+def new_settings(overrides: list[str] | None = None) -> dict:
+    """The net settings of conf/model/aivad.yaml (interpolated choices replaced by the offline
+    ones), with `overrides` ("dwell.merges=continue") if given."""
+    return net_settings(REPO / "conf/model/aivad.yaml", overrides or ())
 
 
 def build(settings: dict, seed: int = 0) -> AiVadNet:
@@ -144,15 +145,16 @@ def main() -> int:
     parser.add_argument("--skip-old", action="store_true", help="leave out the old settings")
     parser.add_argument(
         "--seeds",
-        default="0,1,2",
+        type=seed_list,
+        default=seed_list("0,1,2"),
         help="torch seeds (comma-separated) each member is fitted with; the table shows the first, "
         "the summary the held-out mean per seed with its worst and median",
     )
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     settings = {"old": {**new_settings(), **OLD}, "new": new_settings()}
     if args.candidate:
-        settings["candidate"] = net_settings(REPO / "conf/model/aivad.yaml", args.candidate)
+        settings["candidate"] = new_settings(args.candidate)
     if args.skip_old:
         del settings["old"]
     rows = []
@@ -173,17 +175,17 @@ def main() -> int:
             row[f"{name}_s"] = round((time.perf_counter() - start) / len(seeds), 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    summary = {"cpu": cpu_model(), "sets": set_means(rows, settings, seeds)}
-    held = [r for r in rows if r["role"] == "held-out"]
-    for name in settings if held else ():
-        means = {s: round(statistics.mean(r[f"{name}_by_seed"][s] for r in held), 4) for s in seeds}
+    sets = set_means(rows, settings, seeds)
+    summary = {"cpu": cpu_model(), "sets": sets}
+    for name, held in sets.get("held-out", {}).items():
+        means, worst = held["mean_by_seed"], held["worst_by_seed"]
         summary[name] = {
             "held_out_mean": means[seeds[0]],
-            "held_out_min": min(r[name] for r in held),
+            "held_out_min": worst[seeds[0]],
             "held_out_mean_by_seed": means,
             "held_out_mean_worst": min(means.values()),
             "held_out_mean_median": round(statistics.median(means.values()), 4),
-            "held_out_min_by_seed": {s: min(r[f"{name}_by_seed"][s] for r in held) for s in seeds},
+            "held_out_min_by_seed": worst,
             "tuned": next((r[name] for r in rows if r["role"] == "tuned"), None),
         }
     if not args.skip_finetune and not args.members:
