@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from anomalib.models.components.cluster.gmm import GaussianMixture
@@ -180,6 +182,18 @@ def test_gmm_with_too_few_regions_says_so():
     gmm.update(torch.rand(6, 8))
     with pytest.raises(NotFittedError, match="too few"):
         gmm.fit()
+
+
+def test_gmm_on_training_features_that_are_all_alike_scores_finitely(caplog):
+    # (every training track of a toy scene at one speed: their scores' range is 0, and the
+    # min-max normalisation was 0/0, NaN for the training speed and inf for any other)
+    gmm = VelocityGMM(n_components=2, reg_covar=0.01)
+    gmm.update(torch.zeros(20, 1))
+    with caplog.at_level(logging.WARNING):
+        gmm.fit()
+    assert "all score alike" in caplog.text
+    scores = gmm.predict(torch.tensor([[0.0], [1.0]]))
+    assert scores[0] == pytest.approx(0.0, abs=1e-5) and 10 < scores[1] < 1e6
 
 
 def test_combined_density_scores_each_stream_and_empty_frames():

@@ -245,6 +245,9 @@ class VelocityGMM(DynamicBufferMixin, GMMEstimator):
         self.pending = []
         scores = self.predict(data, normalize=False)
         self.min, self.max = scores.min(), scores.max()
+        if not self.max - self.min > 1e-6:  # every training feature alike: 0/0 when normalised
+            log.warning("the GMM's training features all score alike: scores are not rescaled")
+            self.max = self.min + 1.0
 
     def predict(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """(N,) negative log-likelihood, min-max normalised by the training features' range."""
