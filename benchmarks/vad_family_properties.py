@@ -5,15 +5,16 @@ BENCHMARKS.md ("The false-alarm bar, stated for half a minute of training video"
     uv run python -m benchmarks.vad_family_properties [--n-train 8] [--n-frames 80]
         [--members 100-109] [--seeds 0,1,2] [--set KEY=VALUE ...]
 
-Each member is generated at the property size (72 x 108) with `--n-train` training videos and
-three test videos of `--n-frames` frames (Test001 a fast mover, Test002 an oversized figure,
-Test003 no event), into `--data` (once; a folder already there is reused), and fitted once per
+Each member is generated at the property size (72 x 108) with `--n-train` training videos and three
+test videos of `--n-frames` frames (Test001 a fast mover, Test002 an oversized figure, Test003 no
+event), into `--data` (once; a folder already there is reused unless stale), and fitted once per
 torch seed with conf/model/aivad.yaml's settings (offline extractors). `--set` overrides a net
-setting: a dotted key below `net`, its value read as YAML, e.g. `--set gmm_reg_covar=0.1` or
-`--set dwell.window=16`. Per member and seed it reports whether each event lifts its frames
-above the 95th percentile of the video's normal frames, whether each event's video passes the
-training maximum, and how many of the no-event video's frames pass it; then the totals per seed. The property tests run members 100-109 with seed 0 at
-3 x 40 (the fast mover and oversized figure) and 8 x 80 (the false-alarm rate).
+setting: a dotted key below `net`, its value read as YAML, e.g. `--set gmm_reg_covar=0.1` or `--set
+dwell.window=16`. Per member and seed it reports whether each event lifts its frames above the 95th
+percentile of the video's normal frames, whether each event's video passes the training maximum,
+and how many of the no-event video's frames pass it; then the totals per seed. The property tests
+run members 100-109 with seed 0 at 3 x 40 (the fast mover and oversized figure) and 8 x 80 (the
+false-alarm rate).
 
 Held-out members (100-111) are a gate, not a tuning set: look at them only to check a change
 already chosen on tuning members (avlab.tasks.vad.family).

@@ -83,11 +83,10 @@ def build(settings: dict, seed: int = 0) -> AiVadNet:
 
 
 def member_root(data: Path, seed: int, frames: int) -> Path:
-    """Generate (once) and return the category folder of family member `seed`."""
-    root = data / f"member{seed}_f{frames}"
-    if not root.is_dir():
-        write_family_member(root, seed, n_train=4, n_test=8, n_frames=frames)
-    return root
+    """The category folder of family member `seed` (generated if missing or stale)."""
+    return write_family_member(
+        data / f"member{seed}_f{frames}", seed, n_train=4, n_test=8, n_frames=frames
+    )
 
 
 def role_of(seed: int) -> str:

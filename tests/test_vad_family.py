@@ -19,6 +19,7 @@ from avlab.tasks.vad.family import (
     fit_property_scenes,
     net_settings,
     no_event_frames_above_training_maximum,
+    write_family_member,
 )
 from avlab.tasks.vad.metrics import VideoScores
 
@@ -111,3 +112,18 @@ def test_a_fitted_scene_counts_the_frames_above_its_training_maximum():
     scene.videos["data/s1/Test/Test003"].labels[1] = 1
     with pytest.raises(ValueError, match="labelled frames"):
         no_event_frames_above_training_maximum([scene])
+
+
+def test_a_family_member_is_reused_when_current_and_written_again_when_stale(tmp_path):
+    # (benchmark folders outlive generator changes: a member written by an older generator or
+    # with other parameters must not be scored as if it were the current one)
+    tiny = {"size": (24, 36), "n_train": 1, "n_test": 1, "n_frames": 3}
+    root = write_family_member(tmp_path / "m", 101, **tiny)
+    first = sorted(p.name for p in (root / "Train" / "Train001").iterdir())
+    assert len(first) == 3
+    marker = root / "Train" / "Train001" / first[0]
+    marker.write_bytes(b"kept?")
+    write_family_member(root, 101, **tiny)
+    assert marker.read_bytes() == b"kept?"  # the same member: read, not written again
+    write_family_member(root, 101, **(tiny | {"n_frames": 4}))
+    assert len(list((root / "Train" / "Train001").iterdir())) == 4

@@ -18,6 +18,7 @@ from anomalib.data import VideoBatch
 from anomalib.data.utils import Split
 from torch.utils.data import DataLoader
 
+from avlab.data_utils import ensure_generated
 from avlab.tasks.vad.data import UCSDpedFrames
 from avlab.tasks.vad.metrics import FrameScoreCollector, VideoScores, frame_metrics
 from avlab.tasks.vad.model import AiVadNet
@@ -84,9 +85,13 @@ class FittedScene:
 def write_family_member(
     root: Path, seed: int, size: tuple[int, int] = (120, 180), **kwargs: Any
 ) -> Path:
-    """Generate member `seed` of the scene family (UCSDped layout) at frame size (h, w)."""
+    """Member `seed` of the scene family (UCSDped layout) at frame size (h, w), in `root`:
+    generated unless `root` already holds it (the same parameters, written by this version of
+    the generators); a stale one is written again (`avlab.data_utils.ensure_generated`)."""
     scene = family_scene(seed) | {"height": size[0], "width": size[1]}
-    return write_ucsd_scene(root, scene=scene, seed=max(seed, 0), **kwargs)
+    params = {"scene": scene, "seed": max(seed, 0), **kwargs}
+    ensure_generated(root, f"scene family member {seed}", write_ucsd_scene, params)
+    return Path(root)
 
 
 def _batches(root: Path, split: Split, batch_size: int, clip_length: int = 2) -> DataLoader:
@@ -155,22 +160,20 @@ def fit_property_scenes(
     settings: dict[str, Any],
     torch_seed: int = 0,
 ) -> list[FittedScene]:
-    """Family members `seeds` at PROPERTY_SIZE (generated into `folder` once), each with
-    `n_train` training videos and the three PROPERTY_EVENTS test videos of `n_frames` frames,
+    """Family members `seeds` at PROPERTY_SIZE (generated into `folder`, again if stale), each
+    with `n_train` training videos and the three PROPERTY_EVENTS test videos of `n_frames` frames,
     fitted with a fresh `AiVadNet(**settings)` built after `torch.manual_seed(torch_seed)`."""
     scenes = []
     for seed in seeds:
-        root = Path(folder) / f"s{seed}"
-        if not root.is_dir():
-            write_family_member(
-                root,
-                seed,
-                size=PROPERTY_SIZE,
-                n_train=n_train,
-                n_test=len(PROPERTY_EVENTS),
-                n_frames=n_frames,
-                anomalies=PROPERTY_EVENTS,
-            )
+        root = write_family_member(
+            Path(folder) / f"s{seed}",
+            seed,
+            size=PROPERTY_SIZE,
+            n_train=n_train,
+            n_test=len(PROPERTY_EVENTS),
+            n_frames=n_frames,
+            anomalies=PROPERTY_EVENTS,
+        )
         torch.manual_seed(torch_seed)
         scenes.append(fit_and_score(root, AiVadNet(**settings)))
     return scenes
