@@ -10,7 +10,15 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-from avlab.tasks.vad.dwell import MERGES, DwellStream, _iou, _match, _unambiguous
+from avlab.tasks.vad.dwell import (
+    DISPLACEMENTS,
+    MERGES,
+    DwellStream,
+    _iou,
+    _match,
+    _side_moved,
+    _unambiguous,
+)
 from avlab.tasks.vad.metrics import shifted_earlier
 
 H, W = 60, 96
@@ -236,3 +244,76 @@ def test_a_merge_or_split_of_alike_regions_ends_their_tracks_a_small_part_does_n
 def test_unknown_merge_handling_is_a_clear_error():
     with pytest.raises(ValueError, match="merges='split'"):
         DwellStream(merges="split")
+
+
+def test_a_figure_that_stays_is_seen_through_a_walker_merged_with_it_when_sides_are_measured():
+    # A slow walker brushes past a figure that stays: one region from the first frame on. Its
+    # centre drifts at half the walker's speed, a normal slow walker's in this scene (issue 13,
+    # member 809); the side the staying figure holds does not move.
+    def fitted(displacement: str) -> DwellStream:
+        stream = DwellStream(min_area=40, dilation=2, align=False, displacement=displacement)
+        for v, speed in enumerate((0.25, -0.3, 0.5, -0.55)):
+            start = 10.0 if speed > 0 else W - 10.0
+            video = _video([_walker(60, 18 + 10 * v, speed, start)], seed=v, n_frames=60)
+            stream.observe(video, [f"train{v}"] * 60)
+        stream.fit()
+        return stream
+
+    walking = _video([_walker(60, 30, 0.5, 10.0)], seed=10, n_frames=60)
+    brushed = _video([_walker(60, 22, 0.5, 36.0), _stayer(60, 34, 50.0, 1)], seed=11, n_frames=60)
+    excess = {}
+    for displacement in DISPLACEMENTS:
+        stream = fitted(displacement)
+        normal = stream.score(walking, ["walk"] * 60)
+        stream.reset()
+        # (frames 12-47: the walker and the staying figure are one region)
+        event = stream.score(brushed, ["brush"] * 60)[12:48]
+        excess[displacement] = float(event.median()) - float(normal.max())
+    assert excess["centre"] < 0.5 and excess["sides"] > 5.0, excess
+
+
+def test_sides_on_the_frame_edge_are_left_out_and_a_lone_box_moves_as_its_centre():
+    shape = (60, 96)
+    first, moved = np.array([10.0, 20, 19, 33]), np.array([16.0, 18, 25, 31])
+    assert _side_moved(first, moved, 0, shape) == 6.0 and _side_moved(first, moved, 1, shape) == -2
+    # walking in from the left edge: the left side is pinned at x = 0, the right one moves
+    entering = np.array([0.0, 20, 4, 33]), np.array([0.0, 20, 10, 33])
+    assert _side_moved(*entering, 0, shape) == 6.0
+    # a walker joins a staying figure from the right: the left side stays, so the region stays
+    joined = np.array([30.0, 20, 39, 33]), np.array([30.0, 20, 47, 33])
+    assert _side_moved(*joined, 0, shape) == 0.0
+    # as wide as the frame: the centre's displacement
+    wide = np.array([0.0, 20, 95, 33]), np.array([0.0, 22, 95, 35])
+    assert _side_moved(*wide, 0, shape) == 0.0 and _side_moved(*wide, 1, shape) == 2.0
+
+
+def test_unknown_displacement_is_a_clear_error():
+    with pytest.raises(ValueError, match="displacement='middle'"):
+        DwellStream(displacement="middle")
+
+
+def test_a_speed_floor_eases_a_walker_a_little_faster_than_all_in_training_not_one_that_stays():
+    # Training walkers at 0.9-1.1 px/frame: a walker at 1.3 is a little out of their range, a
+    # figure that stays far out. The floor on the speed GMM's variance (log units squared)
+    # widens what counts as a normal speed without losing the one that stays.
+    def scores(reg_covar: float) -> tuple[float, float]:
+        stream = DwellStream(min_area=40, dilation=2, align=False, reg_covar=reg_covar)
+        for v, speed in enumerate((0.9, -1.0, 1.1)):
+            start = 10.0 if speed > 0 else W - 10.0
+            video = _video([_walker(60, 18 + 12 * v, speed, start)], seed=v, n_frames=60)
+            stream.observe(video, [f"train{v}"] * 60)
+        stream.fit()
+        faster = stream.score(_video([_walker(60, 30, 1.3, 10.0)], 11, 60), ["fast"] * 60)
+        stream.reset()
+        staying = stream.score(_video([_stayer(60, 30, 50.0, 1)], 12, 60), ["stay"] * 60)
+        return float(faster.max()), float(staying[12:].min())
+
+    (faster, _), (eased, still_staying) = scores(1e-4), scores(0.01)
+    assert eased < 0.8 * faster, (faster, eased)
+    assert still_staying > 20 * eased, (still_staying, eased)
+
+
+@pytest.mark.parametrize("floor", [-0.1, float("nan")])
+def test_a_speed_floor_that_is_not_a_finite_non_negative_number_is_refused(floor):
+    with pytest.raises(ValueError, match="dwell.reg_covar"):
+        DwellStream(reg_covar=floor)

@@ -112,6 +112,9 @@ def test_where_the_dwell_score_is_reported_is_not_part_of_the_feature_descriptio
     # Likewise `merges: continue` (the behaviour before the key); restarting tracks is new.
     assert described(merges="continue") == described()
     assert described(merges="restart") != described()
+    # And `displacement: centre`; measuring the box's sides is new.
+    assert described(displacement="centre") == described()
+    assert described(displacement="sides") != described()
 
 
 def test_a_frame_without_moving_regions_scores_zero(fitted):

@@ -16,11 +16,18 @@ figures over frames instead:
                 split), start new tracks: continued, the merged blob of two walkers passing each
                 other keeps one walker's history while its centre stays where they met, which
                 reads as a figure that stopped (issue 13)
-    feature     the net displacement of a track's box centre over its last `window` frames, per
-                frame: a walker's speed, near 0 for a figure that lingers (its wandering cancels
-                out); younger tracks are not scored
+    feature     the net displacement of a track's box over its last `window` frames, per frame:
+                a walker's speed, near 0 for a figure that lingers (its wandering cancels out);
+                younger tracks are not scored. `displacement="centre"` measures the box centre;
+                `"sides"` measures, per axis, the box side that moved least (sides on the frame's
+                edge left out): the same for a lone figure, but a figure that stays while a
+                walker brushes past it, the two one region, keeps its side of the box still while
+                the centre drifts at half the walker's speed (issue 13)
     density     a GMM on log(speed + 0.05) of the training tracks, scored like the velocity
-                stream (negative log-likelihood, min-max normalised over the training features)
+                stream (negative log-likelihood, min-max normalised over the training features);
+                `reg_covar` floors its variances (log units squared: 0.01 is a spread of about
+                10 % of a speed, so walkers who all walk alike in training do not make one a
+                little faster, or a speed a pixel off over the window, look anomalous)
     heading     (optional, `heading={...}`) a second GMM on the direction (unit vector) of that
                 displacement, for tracks moving at least `speed_fraction` x the training tracks'
                 median speed (estimated per scene; slower tracks, e.g. a lingering figure, have no
@@ -74,6 +81,8 @@ class DwellStream(DynamicBufferMixin):
         centred: bool = False,
         heading: dict | None = None,
         merges: str = "continue",
+        displacement: str = "centre",
+        reg_covar: float = 1e-4,
     ) -> None:
         super().__init__()
         if window < 1:
@@ -88,11 +97,21 @@ class DwellStream(DynamicBufferMixin):
         if merges not in MERGES:
             raise ValueError(f"model.net.dwell.merges={merges!r}: one of {MERGES}")
         self.merges = merges
+        if displacement not in DISPLACEMENTS:
+            raise ValueError(
+                f"model.net.dwell.displacement={displacement!r}: one of {DISPLACEMENTS}"
+            )
+        self.displacement = displacement
         self.align = align
         self.max_side = max_side
         self.max_frames = max_frames
         self.kernel_size = kernel_size
-        self.density = _unfitted_gmm(n_components)
+        if not np.isfinite(reg_covar) or reg_covar < 0:
+            raise ValueError(
+                f"model.net.dwell.reg_covar={reg_covar}: the speed GMM's covariance floor must be "
+                "a finite number >= 0"
+            )
+        self.density = _unfitted_gmm(n_components, reg_covar)
         self.heading: VelocityGMM | None = None
         if heading:  # (only then the buffer: older checkpoints have none)
             self.heading, self.speed_fraction = _heading_density(heading)
@@ -246,8 +265,7 @@ class DwellStream(DynamicBufferMixin):
         """Link this frame's regions to the video's tracks; (M, 2) the mean velocity (dx, dy) of
         each track at least `window` frames old (px per frame over its last `window` frames)."""
         boxes = self._regions(image)
-        centres = np.stack([boxes[:, [0, 2]].mean(1), boxes[:, [1, 3]].mean(1)], axis=1)
-        histories = [[c] for c in centres]
+        histories = [[b] for b in boxes]
         if video == self._video and self._tracks is not None:
             previous, old = self._tracks
             iou = _iou(boxes, previous)
@@ -257,11 +275,25 @@ class DwellStream(DynamicBufferMixin):
             for i, j in pairs:
                 histories[i] = (old[j] + histories[i])[-(self.window + 1) :]
         self._video, self._tracks = video, (boxes, histories)
-        moved = [(h[-1] - h[0]) / self.window for h in histories if len(h) > self.window]
-        return np.array(moved, dtype=np.float64).reshape(-1, 2)
+        shape = image.shape
+        moved = [self._moved(h[0], h[-1], shape) for h in histories if len(h) > self.window]
+        return np.array(moved, dtype=np.float64).reshape(-1, 2) / self.window
+
+    def _moved(self, first: np.ndarray, last: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """(2,) how far a track's box got between two xyxy boxes `window` frames apart."""
+        if self.displacement == "centre":
+            return (last[:2] + last[2:] - first[:2] - first[2:]) / 2
+        return np.array([_side_moved(first, last, axis, shape) for axis in (0, 1)])
 
 
 MERGES = ("continue", "restart")
+# displacement="sides": per axis the box side (of the two, left / right or top / bottom) that
+# moved least, signed; sides on the frame's edge at either end are left out (a figure walking in
+# has one side pinned there). A lone figure's sides move with it, so this is its centre's
+# displacement; a figure that stays keeps its sides when a walker merges with it from one side.
+DISPLACEMENTS = ("centre", "sides")
+# A box side within this many pixels of the frame's edge is "on the edge".
+EDGE_PX = 2
 # merges="restart": a merge (split) is two previous (new) regions in one new (previous) one, the
 # smaller at least this share of the larger's box area; a smaller part (an arm, a shadow, noise
 # that comes and goes) joining or leaving a figure's region leaves its track alone.
@@ -307,6 +339,22 @@ def _moving(displacements: np.ndarray, min_speed: float) -> tuple[np.ndarray, np
     speeds = np.linalg.norm(displacements, axis=1)
     moving = speeds >= max(min_speed, 1e-6)
     return moving, displacements[moving] / speeds[moving, None]
+
+
+def _side_moved(first: np.ndarray, last: np.ndarray, axis: int, shape: tuple[int, ...]) -> float:
+    """The signed displacement along `axis` (0: x, 1: y) of the box side that moved least,
+    leaving out sides on the frame's edge (`shape`: (H, W)) at either end; the centre's when
+    both are."""
+    size = shape[1 - axis]
+    low, high = axis, axis + 2
+    moves = []
+    if first[low] > EDGE_PX and last[low] > EDGE_PX:
+        moves.append(last[low] - first[low])
+    if first[high] < size - 1 - EDGE_PX and last[high] < size - 1 - EDGE_PX:
+        moves.append(last[high] - first[high])
+    if not moves:
+        return float(last[low] + last[high] - first[low] - first[high]) / 2
+    return float(min(moves, key=abs))
 
 
 def _unambiguous(

@@ -111,9 +111,11 @@ class AiVadNet(nn.Module):
             self.feature_config["dwell"] = {
                 k: v
                 for k, v in json.loads(json.dumps(dwell)).items()
-                if k != "centred"  # (absent keys below: the behaviour from before the key)
+                if k not in ("centred", "reg_covar")  # (a merge refits with the floor given)
+                # (absent keys below: the behaviour from before the key)
                 and not (k == "heading" and not v)
                 and not (k == "merges" and v == "continue")
+                and not (k == "displacement" and v == "centre")
             }
         check_weights(self.choices)
         self.flow_extractor = build_flow(flow, farneback)
