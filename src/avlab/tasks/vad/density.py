@@ -153,13 +153,18 @@ class MixtureModel(GaussianMixture):
     a covariance floor and an EM warm start from the current parameters."""
 
     def __init__(
-        self, n_components: int, n_iter: int = 100, tol: float = 1e-3, reg_covar: float = 1e-4
+        self,
+        n_components: int,
+        n_iter: int = 100,
+        tol: float = 1e-3,
+        reg_covar: float = 1e-4,
+        setting: str = "model.net.gmm_reg_covar",
     ) -> None:
+        """`setting`: the config key `reg_covar` came from, for the error a bad one raises."""
         super().__init__(n_components=n_components, n_iter=n_iter, tol=tol)
         if not math.isfinite(reg_covar) or reg_covar < 0:
             raise ValueError(
-                f"model.net.gmm_reg_covar={reg_covar}: the covariance floor must be a finite "
-                "number >= 0 (1e-4 by default)"
+                f"{setting}={reg_covar}: the covariance floor must be a finite number >= 0"
             )
         self.reg_covar = reg_covar
 
@@ -196,10 +201,14 @@ class VelocityGMM(DynamicBufferMixin, GMMEstimator):
     """
 
     def __init__(
-        self, n_components: int = 2, warm_start_steps: int = 5, reg_covar: float = 1e-4
+        self,
+        n_components: int = 2,
+        warm_start_steps: int = 5,
+        reg_covar: float = 1e-4,
+        setting: str = "model.net.gmm_reg_covar",
     ) -> None:
         super().__init__(n_components=n_components)
-        self.gmm = MixtureModel(n_components=n_components, reg_covar=reg_covar)
+        self.gmm = MixtureModel(n_components=n_components, reg_covar=reg_covar, setting=setting)
         del self.memory_bank  # a list in anomalib, never saved; a buffer here
         self.register_buffer("memory_bank", torch.empty(0))
         self.memory_bank: torch.Tensor

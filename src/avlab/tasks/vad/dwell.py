@@ -106,12 +106,7 @@ class DwellStream(DynamicBufferMixin):
         self.max_side = max_side
         self.max_frames = max_frames
         self.kernel_size = kernel_size
-        if not np.isfinite(reg_covar) or reg_covar < 0:
-            raise ValueError(
-                f"model.net.dwell.reg_covar={reg_covar}: the speed GMM's covariance floor must be "
-                "a finite number >= 0"
-            )
-        self.density = _unfitted_gmm(n_components, reg_covar)
+        self.density = _unfitted_gmm(n_components, reg_covar, "model.net.dwell.reg_covar")
         self.heading: VelocityGMM | None = None
         if heading:  # (only then the buffer: older checkpoints have none)
             self.heading, self.speed_fraction = _heading_density(heading)
@@ -303,10 +298,11 @@ HEADING_KEYS = {"n_components", "reg_covar", "speed_fraction"}
 SPEED_OFFSET = 0.05
 
 
-def _unfitted_gmm(n_components: int, reg_covar: float = 1e-4) -> VelocityGMM:
+def _unfitted_gmm(n_components: int, reg_covar: float, setting: str) -> VelocityGMM:
     """A GMM whose normalisation is finite until fitted (anomalib starts it at (inf, -inf)), so a
-    checkpoint of a model whose dwell stream is off passes the finite-weights check."""
-    density = VelocityGMM(n_components=n_components, reg_covar=reg_covar)
+    checkpoint of a model whose dwell stream is off passes the finite-weights check (`setting`:
+    the config key of `reg_covar`, named by the error a bad floor raises)."""
+    density = VelocityGMM(n_components=n_components, reg_covar=reg_covar, setting=setting)
     density.min.fill_(0.0)
     density.max.fill_(1.0)
     return density
@@ -328,7 +324,9 @@ def _heading_density(settings: dict) -> tuple[VelocityGMM, float]:
             "speed, in (0, 1]"
         )
     density = _unfitted_gmm(
-        int(settings.get("n_components", 2)), float(settings.get("reg_covar", 1e-2))
+        int(settings.get("n_components", 2)),
+        float(settings.get("reg_covar", 1e-2)),
+        "model.net.dwell.heading.reg_covar",
     )
     return density, float(fraction)
 
