@@ -46,6 +46,18 @@ CACHED_WEIGHTS = {
     "appearance": ("clip", "feature_extractor.deep_extractor."),
 }
 
+# Dwell settings left out of the feature description, so fits merge across them: `centred`
+# moves where a score is reported, not what it measures; `reg_covar` is the speed GMM's floor,
+# and a merge refits with the one it is given.
+DWELL_NOT_DESCRIBED = ("centred", "reg_covar")
+# Dwell values that mean what a config from before the key meant (off, or the old behaviour):
+# left out too, so fits made before the key still merge.
+DWELL_AS_BEFORE = {
+    "heading": (None, {}, False),
+    "merges": ("continue",),
+    "displacement": ("centre",),
+}
+
 
 @dataclass
 class AiVadOutput:
@@ -107,15 +119,11 @@ class AiVadNet(nn.Module):
         )
         if stabilize:  # older checkpoints' configs lack the key; absent means off
             self.feature_config["stabilize"] = True
-        if dwell:  # likewise; `centred` moves where a score is reported, not what it measures
+        if dwell:  # likewise (DWELL_NOT_DESCRIBED, DWELL_AS_BEFORE)
             self.feature_config["dwell"] = {
                 k: v
                 for k, v in json.loads(json.dumps(dwell)).items()
-                if k not in ("centred", "reg_covar")  # (a merge refits with the floor given)
-                # (absent keys below: the behaviour from before the key)
-                and not (k == "heading" and not v)
-                and not (k == "merges" and v == "continue")
-                and not (k == "displacement" and v == "centre")
+                if k not in DWELL_NOT_DESCRIBED and v not in DWELL_AS_BEFORE.get(k, ())
             }
         check_weights(self.choices)
         self.flow_extractor = build_flow(flow, farneback)
