@@ -60,13 +60,26 @@ def _stayer(n_frames: int, y: float, x: float, seed: int) -> np.ndarray:
     return np.array([x, y]) + wander
 
 
-def _fitted(window: int = 8, heading: dict | None = None) -> DwellStream:
-    stream = DwellStream(window=window, min_area=40, dilation=2, align=False, heading=heading)
-    for v in range(3):
-        speed = (1.0, -1.2, 0.8)[v]
+def _fitted(
+    window: int = 8,
+    heading: dict | None = None,
+    speeds: tuple[float, ...] = (1.0, -1.2, 0.8),
+    first_row: int = 20,
+    row_step: int = 12,
+    n_frames: int = 40,
+    **settings,
+) -> DwellStream:
+    """A stream fitted on one walker per training video, at `speeds` (px per frame; negative:
+    leftwards), on rows from `first_row`, `row_step` apart (`settings`: more DwellStream
+    arguments)."""
+    stream = DwellStream(
+        window=window, min_area=40, dilation=2, align=False, heading=heading, **settings
+    )
+    for v, speed in enumerate(speeds):
         start = 10.0 if speed > 0 else W - 10.0
-        video = _video([_walker(40, 20 + 12 * v, speed, start)], seed=v, n_frames=40)
-        stream.observe(video, [f"train{v}"] * len(video))
+        row = first_row + row_step * v
+        video = _video([_walker(n_frames, row, speed, start)], seed=v, n_frames=n_frames)
+        stream.observe(video, [f"train{v}"] * n_frames)
     stream.fit()
     return stream
 
@@ -250,20 +263,18 @@ def test_a_figure_that_stays_is_seen_through_a_walker_merged_with_it_when_sides_
     # A slow walker brushes past a figure that stays: one region from the first frame on. Its
     # centre drifts at half the walker's speed, a normal slow walker's in this scene (issue 13,
     # member 809); the side the staying figure holds does not move.
-    def fitted(displacement: str) -> DwellStream:
-        stream = DwellStream(min_area=40, dilation=2, align=False, displacement=displacement)
-        for v, speed in enumerate((0.25, -0.3, 0.5, -0.55)):
-            start = 10.0 if speed > 0 else W - 10.0
-            video = _video([_walker(60, 18 + 10 * v, speed, start)], seed=v, n_frames=60)
-            stream.observe(video, [f"train{v}"] * 60)
-        stream.fit()
-        return stream
-
     walking = _video([_walker(60, 30, 0.5, 10.0)], seed=10, n_frames=60)
     brushed = _video([_walker(60, 22, 0.5, 36.0), _stayer(60, 34, 50.0, 1)], seed=11, n_frames=60)
     excess = {}
     for displacement in DISPLACEMENTS:
-        stream = fitted(displacement)
+        stream = _fitted(
+            12,
+            speeds=(0.25, -0.3, 0.5, -0.55),
+            first_row=18,
+            row_step=10,
+            n_frames=60,
+            displacement=displacement,
+        )
         normal = stream.score(walking, ["walk"] * 60)
         stream.reset()
         # (frames 12-47: the walker and the staying figure are one region)
@@ -297,12 +308,9 @@ def test_a_speed_floor_eases_a_walker_a_little_faster_than_all_in_training_not_o
     # figure that stays far out. The floor on the speed GMM's variance (log units squared)
     # widens what counts as a normal speed without losing the one that stays.
     def scores(reg_covar: float) -> tuple[float, float]:
-        stream = DwellStream(min_area=40, dilation=2, align=False, reg_covar=reg_covar)
-        for v, speed in enumerate((0.9, -1.0, 1.1)):
-            start = 10.0 if speed > 0 else W - 10.0
-            video = _video([_walker(60, 18 + 12 * v, speed, start)], seed=v, n_frames=60)
-            stream.observe(video, [f"train{v}"] * 60)
-        stream.fit()
+        stream = _fitted(
+            12, speeds=(0.9, -1.0, 1.1), first_row=18, n_frames=60, reg_covar=reg_covar
+        )
         faster = stream.score(_video([_walker(60, 30, 1.3, 10.0)], 11, 60), ["fast"] * 60)
         stream.reset()
         staying = stream.score(_video([_stayer(60, 30, 50.0, 1)], 12, 60), ["stay"] * 60)
