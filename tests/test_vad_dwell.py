@@ -12,8 +12,10 @@ from torchmetrics.functional.classification import binary_auroc
 
 from avlab.tasks.vad.dwell import (
     DISPLACEMENTS,
+    EDGE_PX,
     MERGES,
     DwellStream,
+    _grow_px,
     _iou,
     _match,
     _side_moved,
@@ -281,6 +283,8 @@ def test_a_figure_that_stays_is_seen_through_a_walker_merged_with_it_when_sides_
         event = stream.score(brushed, ["brush"] * 60)[12:48]
         excess[displacement] = float(event.median()) - float(normal.max())
     assert excess["centre"] < 0.5 and excess["sides"] > 5.0, excess
+    # the box grows as the walker leaves the staying figure: "grown" measures its sides too
+    assert excess["grown"] > 5.0, excess
 
 
 def test_sides_on_the_frame_edge_are_left_out_and_a_lone_box_moves_as_its_centre():
@@ -296,6 +300,43 @@ def test_sides_on_the_frame_edge_are_left_out_and_a_lone_box_moves_as_its_centre
     # as wide as the frame: the centre's displacement
     wide = np.array([0.0, 20, 95, 33]), np.array([0.0, 22, 95, 35])
     assert _side_moved(*wide, 0, shape) == 0.0 and _side_moved(*wide, 1, shape) == 2.0
+
+
+def _ends(first: list[float], last: list[float]) -> np.ndarray:
+    return np.array([[first, last]], dtype=np.float64)
+
+
+def test_grown_measures_sides_only_along_an_axis_whose_extent_changed_past_the_jitter():
+    stream = DwellStream(window=12, displacement="grown")
+    stream.grow_px.fill_(3.0)
+    shape = (60, 96)
+    # a lone figure whose box jitters by a pixel: its centre (the least moved side says 5, not 6)
+    lone = stream._displacements(_ends([10, 20, 19, 33], [15, 20, 25, 33]), shape) * 12
+    assert lone.tolist() == [[5.5, 0.0]]
+    # a walker leaves the figure that stays, to the right: 8 px wider, the left side stayed
+    left = stream._displacements(_ends([30, 20, 39, 33], [30, 21, 47, 33]), shape) * 12
+    assert left.tolist() == [[0.0, 0.5]]
+
+
+def test_the_grow_threshold_is_three_robust_sigmas_of_the_training_boxes_extent_change():
+    still = np.zeros((40, 2, 4))
+    still[:, :, 2:] = 20.0  # boxes that keep their size: the floor
+    assert float(_grow_px(still)) == EDGE_PX
+    assert float(_grow_px(np.zeros((0, 2, 4)))) == EDGE_PX
+    jittery = still.copy()
+    jittery[:, 1, 2] += np.resize([3.0, -3.0, 4.0, -2.0], 40)  # widths change by 2-4 px
+    assert float(_grow_px(jittery)) == pytest.approx(3 * 1.4826 * 1.0)  # median over both axes
+    jittery[:, 1, 3] += 3.0  # and heights by 3
+    assert float(_grow_px(jittery)) == pytest.approx(3 * 1.4826 * 3.0)
+
+
+def test_a_grown_stream_estimates_its_threshold_when_fitted_and_keeps_it_in_its_state():
+    stream = _fitted(12, speeds=(0.9, -1.0, 1.1), first_row=18, n_frames=60, displacement="grown")
+    assert float(stream.grow_px) >= EDGE_PX
+    copy = DwellStream(window=12, min_area=40, dilation=2, align=False, displacement="grown")
+    copy.load_state_dict(stream.state_dict())
+    assert float(copy.grow_px) == float(stream.grow_px)
+    assert "grow_px" not in _fitted(12, speeds=(0.9, -1.0, 1.1), n_frames=60).state_dict()
 
 
 def test_unknown_displacement_is_a_clear_error():

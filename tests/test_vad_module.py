@@ -115,6 +115,7 @@ def test_where_the_dwell_score_is_reported_is_not_part_of_the_feature_descriptio
     # And `displacement: centre`; measuring the box's sides is new.
     assert described(displacement="centre") == described()
     assert described(displacement="sides") != described()
+    assert described(displacement="grown") not in (described(), described(displacement="sides"))
 
 
 def test_a_frame_without_moving_regions_scores_zero(fitted):

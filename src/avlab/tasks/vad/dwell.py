@@ -22,7 +22,9 @@ figures over frames instead:
                 `"sides"` measures, per axis, the box side that moved least (sides on the frame's
                 edge left out): the same for a lone figure, but a figure that stays while a
                 walker brushes past it, the two one region, keeps its side of the box still while
-                the centre drifts at half the walker's speed (issue 13)
+                the centre drifts at half the walker's speed (issue 13); `"grown"` measures the
+                sides only along an axis on which the box grew or shrank beyond its jitter
+                (estimated from the training tracks, `grow_px`), the centre elsewhere
     density     a GMM on log(speed + 0.05) of the training tracks, scored like the velocity
                 stream (negative log-likelihood, min-max normalised over the training features);
                 `reg_covar` floors its variances (log units squared: 0.01 is a spread of about
@@ -102,6 +104,10 @@ class DwellStream(DynamicBufferMixin):
                 f"model.net.dwell.displacement={displacement!r}: one of {DISPLACEMENTS}"
             )
         self.displacement = displacement
+        if displacement == "grown":  # (only then the buffer: older checkpoints have none)
+            # An extent change (px over the window) beyond a box's jitter; set by fit.
+            self.register_buffer("grow_px", torch.tensor(0.0))
+            self.grow_px: torch.Tensor
         self.align = align
         self.max_side = max_side
         self.max_frames = max_frames
@@ -154,16 +160,20 @@ class DwellStream(DynamicBufferMixin):
         step = max(1, len(frames) // 200)
         background = np.median(np.stack(frames[::step]), axis=0).astype(np.float32)
         self.background = torch.from_numpy(background).to(self.background.device)
-        displacements = []
+        ends = []  # per training frame, the (M, 2, 4) first and last boxes of its tracks
         for video, images in self._training_frames.items():
             self.reset()
-            for image in images:
-                values = self._features(image, video)
-                if len(values):
-                    self.density.update(self._encode(values).to(self.background.device))
-                    displacements.append(values)
+            ends += [self._track_ends(image, video) for image in images]
         self._training_frames, self._stored = {}, 0
         self.reset()
+        if self.displacement == "grown":
+            self.grow_px = _grow_px(np.concatenate(ends)).to(self.grow_px)
+        displacements = []
+        for pairs in ends:
+            values = self._displacements(pairs, frames[0].shape)
+            if len(values):
+                self.density.update(self._encode(values).to(self.background.device))
+                displacements.append(values)
         try:
             self.density.fit()
         except NotFittedError as error:
@@ -259,6 +269,16 @@ class DwellStream(DynamicBufferMixin):
     def _features(self, image: np.ndarray, video: str) -> np.ndarray:
         """Link this frame's regions to the video's tracks; (M, 2) the mean velocity (dx, dy) of
         each track at least `window` frames old (px per frame over its last `window` frames)."""
+        return self._displacements(self._track_ends(image, video), image.shape)
+
+    def _displacements(self, ends: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """(M, 2) px per frame from the tracks' (M, 2, 4) first and last boxes."""
+        moved = [self._moved(first, last, shape) for first, last in ends]
+        return np.array(moved, dtype=np.float64).reshape(-1, 2) / self.window
+
+    def _track_ends(self, image: np.ndarray, video: str) -> np.ndarray:
+        """Link this frame's regions to the video's tracks; (M, 2, 4) the xyxy boxes `window`
+        frames ago and now of each track at least `window` frames old."""
         boxes = self._regions(image)
         histories = [[b] for b in boxes]
         if video == self._video and self._tracks is not None:
@@ -270,15 +290,19 @@ class DwellStream(DynamicBufferMixin):
             for i, j in pairs:
                 histories[i] = (old[j] + histories[i])[-(self.window + 1) :]
         self._video, self._tracks = video, (boxes, histories)
-        shape = image.shape
-        moved = [self._moved(h[0], h[-1], shape) for h in histories if len(h) > self.window]
-        return np.array(moved, dtype=np.float64).reshape(-1, 2) / self.window
+        ends = [(h[0], h[-1]) for h in histories if len(h) > self.window]
+        return np.array(ends, dtype=np.float64).reshape(-1, 2, 4)
 
     def _moved(self, first: np.ndarray, last: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """(2,) how far a track's box got between two xyxy boxes `window` frames apart."""
+        centre = (last[:2] + last[2:] - first[:2] - first[2:]) / 2
         if self.displacement == "centre":
-            return (last[:2] + last[2:] - first[:2] - first[2:]) / 2
-        return np.array([_side_moved(first, last, axis, shape) for axis in (0, 1)])
+            return centre
+        sides = np.array([_side_moved(first, last, axis, shape) for axis in (0, 1)])
+        if self.displacement == "sides":
+            return sides
+        grown = np.abs(_extents(last) - _extents(first)) > float(self.grow_px)
+        return np.where(grown, sides, centre)
 
 
 MERGES = ("continue", "restart")
@@ -286,9 +310,14 @@ MERGES = ("continue", "restart")
 # moved least, signed; sides on the frame's edge at either end are left out (a figure walking in
 # has one side pinned there). A lone figure's sides move with it, so this is its centre's
 # displacement; a figure that stays keeps its sides when a walker merges with it from one side.
-DISPLACEMENTS = ("centre", "sides")
+# displacement="grown": the sides' only on an axis along which the box grew or shrank by more
+# than its jitter (GROW_SIGMAS robust standard deviations of the training tracks' extent change,
+# at least EDGE_PX), the centre's elsewhere: a lone figure keeps its extent, and the least moved
+# of two jittering sides would make it a little slower than it walks.
+DISPLACEMENTS = ("centre", "sides", "grown")
 # A box side within this many pixels of the frame's edge is "on the edge".
 EDGE_PX = 2
+GROW_SIGMAS = 3.0
 # merges="restart": a merge (split) is two previous (new) regions in one new (previous) one, the
 # smaller at least this share of the larger's box area; a smaller part (an arm, a shadow, noise
 # that comes and goes) joining or leaving a figure's region leaves its track alone.
@@ -337,6 +366,21 @@ def _moving(displacements: np.ndarray, min_speed: float) -> tuple[np.ndarray, np
     speeds = np.linalg.norm(displacements, axis=1)
     moving = speeds >= max(min_speed, 1e-6)
     return moving, displacements[moving] / speeds[moving, None]
+
+
+def _extents(box: np.ndarray) -> np.ndarray:
+    """(..., 2) widths and heights of (..., 4) xyxy boxes."""
+    return box[..., 2:] - box[..., :2]
+
+
+def _grow_px(ends: np.ndarray) -> torch.Tensor:
+    """The extent change (px over the window) beyond a box's jitter, from the training tracks'
+    (M, 2, 4) first and last boxes: GROW_SIGMAS x the median absolute change (both axes) as a
+    normal standard deviation (x 1.4826), at least EDGE_PX."""
+    if not len(ends):
+        return torch.tensor(float(EDGE_PX))
+    change = np.abs(_extents(ends[:, 1]) - _extents(ends[:, 0]))
+    return torch.tensor(max(float(EDGE_PX), GROW_SIGMAS * 1.4826 * float(np.median(change))))
 
 
 def _side_moved(first: np.ndarray, last: np.ndarray, axis: int, shape: tuple[int, ...]) -> float:
