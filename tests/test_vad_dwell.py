@@ -332,7 +332,7 @@ def test_the_grow_threshold_is_three_robust_sigmas_of_the_training_boxes_extent_
 
 def test_a_grown_stream_estimates_its_threshold_when_fitted_and_keeps_it_in_its_state():
     stream = _fitted(12, speeds=(0.9, -1.0, 1.1), first_row=18, n_frames=60, displacement="grown")
-    assert float(stream.grow_px) >= EDGE_PX
+    assert float(stream.grow_px) >= EDGE_PX  # (0 until fitted)
     copy = DwellStream(window=12, min_area=40, dilation=2, align=False, displacement="grown")
     copy.load_state_dict(stream.state_dict())
     assert float(copy.grow_px) == float(stream.grow_px)

@@ -310,10 +310,10 @@ MERGES = ("continue", "restart")
 # moved least, signed; sides on the frame's edge at either end are left out (a figure walking in
 # has one side pinned there). A lone figure's sides move with it, so this is its centre's
 # displacement; a figure that stays keeps its sides when a walker merges with it from one side.
-# displacement="grown": the sides' only on an axis along which the box grew or shrank by more
-# than its jitter (GROW_SIGMAS robust standard deviations of the training tracks' extent change,
-# at least EDGE_PX), the centre's elsewhere: a lone figure keeps its extent, and the least moved
-# of two jittering sides would make it a little slower than it walks.
+# displacement="grown": the sides' reading only along an axis on which the box grew or shrank
+# by more than its jitter (GROW_SIGMAS robust standard deviations of the training tracks'
+# extent change, at least EDGE_PX), the centre's elsewhere: a lone figure keeps its extent, and
+# the least moved of two jittering sides would make it a little slower than it walks.
 DISPLACEMENTS = ("centre", "sides", "grown")
 # A box side within this many pixels of the frame's edge is "on the edge".
 EDGE_PX = 2
