@@ -267,8 +267,8 @@ class DwellStream(DynamicBufferMixin):
         return np.stack([x, y, x + w - 1, y + h - 1], axis=1)
 
     def _features(self, image: np.ndarray, video: str) -> np.ndarray:
-        """Link this frame's regions to the video's tracks; (M, 2) the mean velocity (dx, dy) of
-        each track at least `window` frames old (px per frame over its last `window` frames)."""
+        """(M, 2) the mean velocity (dx, dy) of each track at least `window` frames old (px per
+        frame over its last `window` frames), after `_track_ends` links this frame's regions."""
         return self._displacements(self._track_ends(image, video), image.shape)
 
     def _displacements(self, ends: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
