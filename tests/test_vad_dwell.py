@@ -25,6 +25,7 @@ from avlab.tasks.vad.metrics import shifted_earlier
 
 H, W = 60, 96
 HEADING = {"n_components": 2, "reg_covar": 0.01, "speed_fraction": 0.5}
+SIZE = {"n_components": 2, "reg_covar": 0.01}
 
 
 @pytest.fixture(autouse=True)
@@ -34,16 +35,21 @@ def _seeded():
     torch.manual_seed(0)
 
 
-def _video(paths: list[np.ndarray], seed: int, n_frames: int) -> torch.Tensor:
-    """(T, 3, H, W) frames in [0, 1]: noisy grey ground, a dark 10 x 14 px blob per path."""
+def _video(
+    paths: list[np.ndarray], seed: int, n_frames: int, scales: tuple[float, ...] = ()
+) -> torch.Tensor:
+    """(T, 3, H, W) frames in [0, 1]: noisy grey ground, a dark 10 x 14 px blob per path (times
+    `scales[i]` for path i, where given)."""
     rng = np.random.default_rng(seed)
     frames = []
     for t in range(n_frames):
         image = np.full((H, W), 150.0)
-        for path in paths:
+        for i, path in enumerate(paths):
             x, y = path[t]
+            scale = scales[i] if i < len(scales) else 1.0
             if np.isfinite(x):
-                cv2.ellipse(image, (int(round(x)), int(round(y))), (5, 7), 0, 0, 360, 60.0, -1)
+                axes = (round(5 * scale), round(7 * scale))
+                cv2.ellipse(image, (int(round(x)), int(round(y))), axes, 0, 0, 360, 60.0, -1)
         image += rng.normal(0, 2.0, image.shape)
         frames.append(np.clip(image, 0, 255) / 255.0)
     grey = torch.tensor(np.stack(frames), dtype=torch.float32)
@@ -213,6 +219,67 @@ def test_unknown_heading_settings_are_a_clear_error():
         DwellStream(heading={"speed": 0.5})
     with pytest.raises(ValueError, match="speed_fraction=2"):
         DwellStream(heading={"speed_fraction": 2})
+
+
+def test_a_figure_twice_the_usual_size_is_seen_from_its_first_frame_with_the_size_density():
+    # Training walkers are all 10 x 14 px; this one is 20 x 28 px and walks like them. Speed
+    # and heading find nothing; its height is beyond every training region's, on every frame,
+    # before its track is old enough for a speed (issue 13: the cart).
+    walking = _video([_walker(40, 30, 1.1, 10.0)], seed=30, n_frames=40)
+    large = _video([_walker(40, 30, 1.1, 10.0)], seed=31, n_frames=40, scales=(2.0,))
+    found = {}
+    for name, size in (("speed+heading", None), ("size", SIZE)):
+        stream = _fitted(heading=HEADING, size=size)
+        normal = stream.score(walking, ["walk"] * 40)
+        stream.reset()
+        event = stream.score(large, ["large"] * 40)
+        found[name] = (float(event[:8].min()), float(event[10:].max()) - float(normal.max()))
+    assert found["speed+heading"][1] < 1.0, found
+    assert found["size"][0] > 1.0 and found["size"][1] > 10.0, found
+
+
+def test_a_centred_size_score_describes_the_frame_it_is_reported_at():
+    # A centred stream reports each score `lag` frames early (the speed window's middle). The
+    # size score must be of the box at that frame, or a large figure is "seen" `lag` frames
+    # before it enters (issue 13: a cart's video scored high before its first labelled frame).
+    stream = _fitted(size=SIZE, centred=True)
+    path = _walker(40, 30, 1.1, 10.0 - 1.1 * 20)
+    path[:20] = np.nan
+    video = _video([path], seed=35, n_frames=40, scales=(2.0,))
+    reported = shifted_earlier(stream.score(video, ["v"] * 40), stream.lag)
+    assert stream.lag == 4
+    assert float(reported[:20].max()) == 0.0 and float(reported[20:30].min()) > 1.0, reported
+
+
+def test_a_figure_smaller_than_usual_gets_no_size_score():
+    # Partial views at the frame's edge and fragments are small: the size score is one-sided.
+    stream = _fitted(size=SIZE)
+    # the training walkers' median region: their 11 x 15 px ellipse, dilated 2 px each side
+    assert stream.scores_size and 17 <= np.exp(float(stream.min_log_size)) <= 21
+    small = _video([_walker(40, 30, 1.1, 10.0)], seed=32, n_frames=40, scales=(0.6,))
+    assert float(stream.score(small, ["small"] * 40)[:8].max()) == 0.0
+
+
+def test_the_size_density_round_trips_and_a_second_fit_merges_into_it():
+    stream = _fitted(size=SIZE)
+    video = _video([_walker(30, 30, 1.0, 10.0)], seed=33, n_frames=30, scales=(1.6,))
+    expected = stream.score(video, ["v"] * 30)
+    assert float(expected.max()) > 1.0
+    loaded = DwellStream(window=8, min_area=40, dilation=2, align=False, size=SIZE)
+    loaded.load_state_dict(stream.state_dict())
+    assert torch.allclose(loaded.score(video, ["v"] * 30), expected)
+    rows = len(loaded.size.memory_bank)
+    more = _video([_walker(40, 40, -1.0, W - 10.0)], seed=34, n_frames=40)
+    loaded.observe(more, ["train3"] * 40)
+    loaded.fit()
+    assert loaded.scores_size and len(loaded.size.memory_bank) > rows
+    # A stream without the size density has no size buffers: older checkpoints still load.
+    assert "min_log_size" not in DwellStream().state_dict()
+
+
+def test_unknown_size_settings_are_a_clear_error():
+    with pytest.raises(ValueError, match="unknown keys \\['area'\\]"):
+        DwellStream(size={"area": 2})
 
 
 def test_two_walkers_passing_each_other_are_no_lingering_figure_when_merges_restart_tracks():

@@ -116,6 +116,9 @@ def test_where_the_dwell_score_is_reported_is_not_part_of_the_feature_descriptio
     assert described(displacement="centre") == described()
     assert described(displacement="sides") != described()
     assert described(displacement="grown") not in (described(), described(displacement="sides"))
+    # And `size: null`; a size density is a new feature.
+    assert described(size=None) == described()
+    assert described(size={"reg_covar": 0.01}) != described()
 
 
 def test_a_frame_without_moving_regions_scores_zero(fitted):

@@ -37,6 +37,15 @@ figures over frames instead:
                 (1 + s_speed)(1 + s_heading) - 1, so after the model's log1p compression the two
                 add. It sees a figure crossing the way nobody walks in training, which a two-frame
                 flow histogram mixes up with a flat figure's edge flow (issue 13: wrong way)
+    size        (optional, `size={...}`) a GMM on the log linear size, sqrt(width x height), of
+                every region of every training frame. A region larger than the training median
+                gets a size score (smaller ones, partial views at the frame's edge and fragments,
+                get none), from its first frames, before its track is old enough for a speed; a
+                region's score is then (1 + s_track)(1 + s_size) - 1. Nothing else in the model
+                reads a region's size: the appearance crops are resized and the flow histogram is
+                per pixel (issue 13: an object twice the normal size walking like everyone else).
+                With `centred` the size is of the track's box at the frame the score is reported
+                at, `lag` frames back
     centred     the score of frames t-window..t describes the window's middle: with
                 `centred=true` it is reported `window // 2` frames earlier (`lag`; the frame
                 scores are aligned per video when read, `avlab.tasks.vad.metrics.aligned`), so it
@@ -85,6 +94,7 @@ class DwellStream(DynamicBufferMixin):
         merges: str = "continue",
         displacement: str = "centre",
         reg_covar: float = 1e-4,
+        size: dict | None = None,
     ) -> None:
         super().__init__()
         if window < 1:
@@ -119,6 +129,12 @@ class DwellStream(DynamicBufferMixin):
             # Tracks slower than this (px per frame, set by fit) get no heading score.
             self.register_buffer("min_heading_speed", torch.tensor(0.0))
             self.min_heading_speed: torch.Tensor
+        self.size: VelocityGMM | None = None
+        if size:  # (only then the buffer: older checkpoints have none)
+            self.size = _size_density(size)
+            # The training regions' median log linear size: smaller regions get no size score.
+            self.register_buffer("min_log_size", torch.tensor(0.0))
+            self.min_log_size: torch.Tensor
         # The empty scene (H, W) grey levels; (0,) until fitted. A buffer, so it is checkpointed.
         self.register_buffer("background", torch.empty(0))
         self.background: torch.Tensor
@@ -136,6 +152,11 @@ class DwellStream(DynamicBufferMixin):
     def scores_heading(self) -> bool:
         """Whether the heading part is on and fitted."""
         return self.heading is not None and self.heading.is_fitted
+
+    @property
+    def scores_size(self) -> bool:
+        """Whether the size part is on and fitted."""
+        return self.size is not None and self.size.is_fitted
 
     def observe(self, frames: torch.Tensor, videos: list[str]) -> None:
         """Keep training frames (N, 3, H, W), in order, per video, for `fit()`."""
@@ -161,11 +182,16 @@ class DwellStream(DynamicBufferMixin):
         background = np.median(np.stack(frames[::step]), axis=0).astype(np.float32)
         self.background = torch.from_numpy(background).to(self.background.device)
         ends = []  # per training frame, the (M, 2, 4) first and last boxes of its tracks
+        sizes = []  # per training frame, the (K,) linear sizes of all its regions
         for video, images in self._training_frames.items():
             self.reset()
-            ends += [self._track_ends(image, video) for image in images]
+            for image in images:
+                ends.append(self._track_ends(image, video))
+                sizes.append(_sizes(self._tracks[0]))
         self._training_frames, self._stored = {}, 0
         self.reset()
+        if self.size is not None:
+            self._fit_size(np.concatenate(sizes))
         if self.displacement == "grown":
             self.grow_px = _grow_px(np.concatenate(ends)).to(self.grow_px)
         displacements = []
@@ -184,6 +210,19 @@ class DwellStream(DynamicBufferMixin):
             return
         if self.heading is not None:  # (a merge whose new videos left no track: nothing new)
             self._fit_heading(np.concatenate(displacements) if displacements else np.zeros((0, 2)))
+
+    def _fit_size(self, sizes: np.ndarray) -> None:
+        """The size GMM on the log linear sizes of every training region (merged into a fitted one);
+        the bar below which a region gets no size score is the median of them all, old and new."""
+        self.size.update(
+            torch.from_numpy(np.log(sizes)).float()[:, None].to(self.background.device)
+        )
+        try:
+            self.size.fit()
+        except NotFittedError as error:
+            log.warning("dwell stream: no size score (%s)", error)
+            return
+        self.min_log_size = torch.quantile(self.size.memory_bank[:, 0], 0.5).to(self.min_log_size)
 
     def _fit_heading(self, displacements: np.ndarray) -> None:
         """The heading GMM on the directions of the training tracks that move (merged into a
@@ -208,12 +247,43 @@ class DwellStream(DynamicBufferMixin):
         scores = torch.zeros(len(frames))
         for i, (image, video) in enumerate(zip(self._grey(frames), videos, strict=True)):
             values = self._features(image, video)
+            track_scores = torch.zeros(0, device=self.background.device)
             if len(values):
                 track_scores = self.density.predict(self._encode(values).to(self.background.device))
                 if self.scores_heading:
                     heading = self._heading_scores(values)
                     track_scores = (1 + track_scores.clamp(min=0)) * (1 + heading) - 1
+            if self.scores_size:
+                track_scores = self._with_size(track_scores)
+            if len(track_scores):
                 scores[i] = float(track_scores.max())
+        return scores
+
+    def _with_size(self, track_scores: torch.Tensor) -> torch.Tensor:
+        """(K,) every region's score in this frame: its size score, times (1 + its track's score)
+        for the tracks old enough to have one (`track_scores`, in `_features`' order)."""
+        _, histories = self._tracks
+        # The box of the frame the score is reported at (`lag` frames back when centred); a
+        # track not that old has none.
+        at = [h[-1 - self.lag] if len(h) > self.lag else None for h in histories]
+        size = self._size_scores(np.array([_size(b) if b is not None else 0.0 for b in at]))
+        old = torch.tensor(
+            [k for k, h in enumerate(histories) if len(h) > self.window], dtype=torch.long
+        ).to(size.device)
+        regions = size.clone()
+        regions[old] = (1 + track_scores.clamp(min=0)) * (1 + size[old]) - 1
+        return regions
+
+    def _size_scores(self, sizes: np.ndarray) -> torch.Tensor:
+        """(K,) normalised size scores of regions larger than the training regions' median, 0
+        for the others (on the densities' device)."""
+        device = self.background.device
+        scores = torch.zeros(len(sizes), device=device)
+        if len(sizes):
+            logs = torch.from_numpy(np.log(sizes.clip(min=1))).float().to(device)
+            large = logs > self.min_log_size
+            if large.any():
+                scores[large] = self.size.predict(logs[large, None]).clamp(min=0)
         return scores
 
     def _heading_scores(self, displacements: np.ndarray) -> torch.Tensor:
@@ -323,6 +393,7 @@ GROW_SIGMAS = 3.0
 # that comes and goes) joining or leaving a figure's region leaves its track alone.
 ALIKE = 0.5
 HEADING_KEYS = {"n_components", "reg_covar", "speed_fraction"}
+SIZE_KEYS = {"n_components", "reg_covar"}
 # Added to a track's speed (px per frame) before the log, so a figure standing still is finite.
 SPEED_OFFSET = 0.05
 
@@ -358,6 +429,31 @@ def _heading_density(settings: dict) -> tuple[VelocityGMM, float]:
         "model.net.dwell.heading.reg_covar",
     )
     return density, float(fraction)
+
+
+def _size_density(settings: dict) -> VelocityGMM:
+    """The size GMM from `model.net.dwell.size` ({n_components, reg_covar})."""
+    unknown = set(settings) - SIZE_KEYS
+    if unknown:
+        raise ValueError(
+            f"model.net.dwell.size: unknown keys {sorted(unknown)}; "
+            f"expected some of {sorted(SIZE_KEYS)}"
+        )
+    return _unfitted_gmm(
+        int(settings.get("n_components", 2)),
+        float(settings.get("reg_covar", 1e-2)),
+        "model.net.dwell.size.reg_covar",
+    )
+
+
+def _sizes(boxes: np.ndarray) -> np.ndarray:
+    """(M,) linear sizes, sqrt(width x height) in pixels, of xyxy boxes (inclusive corners)."""
+    return np.sqrt(_area(boxes))
+
+
+def _size(box: np.ndarray) -> float:
+    """The linear size of one xyxy box."""
+    return float(_sizes(box[None])[0])
 
 
 def _moving(displacements: np.ndarray, min_speed: float) -> tuple[np.ndarray, np.ndarray]:

@@ -54,6 +54,7 @@ DWELL_NOT_DESCRIBED = ("centred", "reg_covar")
 # left out too, so fits made before the key still merge.
 DWELL_AS_BEFORE = {
     "heading": (None, {}, False),
+    "size": (None, {}, False),
     "merges": ("continue",),
     "displacement": ("centre",),
 }
