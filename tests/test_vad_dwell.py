@@ -194,19 +194,27 @@ def test_the_heading_sees_a_figure_crossing_the_way_nobody_walks():
     assert found["speed"] < 1.0 and found["heading"] > 10.0, found
 
 
+def _round_trip_and_merge(stream: DwellStream, video: torch.Tensor, part: str, **settings):
+    """A fitted `stream` loaded into a new one (`settings`: its optional parts) scores `video`
+    alike; one more training video merges into its `part` density. Returns the loaded stream and
+    the new training video."""
+    expected = stream.score(video, ["v"] * len(video))
+    loaded = DwellStream(window=8, min_area=40, dilation=2, align=False, **settings)
+    loaded.load_state_dict(stream.state_dict())
+    assert torch.allclose(loaded.score(video, ["v"] * len(video)), expected)
+    rows = len(getattr(loaded, part).memory_bank)
+    more = _video([_walker(40, 40, -1.0, W - 10.0)], seed=23, n_frames=40)
+    loaded.observe(more, ["train3"] * 40)
+    loaded.fit()
+    assert getattr(loaded, part).is_fitted and len(getattr(loaded, part).memory_bank) > rows
+    return loaded, more
+
+
 def test_the_heading_round_trips_and_a_second_fit_merges_into_it():
     stream = _fitted(heading=HEADING)
     assert stream.scores_heading and float(stream.min_heading_speed) > 0.3
     video = _video([_crosser(30, 40.0, 1.0)], seed=22, n_frames=30)
-    expected = stream.score(video, ["v"] * 30)
-    loaded = DwellStream(window=8, min_area=40, dilation=2, align=False, heading=HEADING)
-    loaded.load_state_dict(stream.state_dict())
-    assert torch.allclose(loaded.score(video, ["v"] * 30), expected)
-    rows = len(loaded.heading.memory_bank)
-    more = _video([_walker(40, 40, -1.0, W - 10.0)], seed=23, n_frames=40)
-    loaded.observe(more, ["train3"] * 40)
-    loaded.fit()
-    assert loaded.scores_heading and len(loaded.heading.memory_bank) > rows
+    loaded, more = _round_trip_and_merge(stream, video, "heading", heading=HEADING)
     # A merge whose new video is too short for any track adds nothing and breaks nothing.
     rows = len(loaded.heading.memory_bank)
     loaded.observe(more[:5], ["train4"] * 5)
@@ -263,16 +271,9 @@ def test_a_figure_smaller_than_usual_gets_no_size_score():
 def test_the_size_density_round_trips_and_a_second_fit_merges_into_it():
     stream = _fitted(size=SIZE)
     video = _video([_walker(30, 30, 1.0, 10.0)], seed=33, n_frames=30, scales=(1.6,))
-    expected = stream.score(video, ["v"] * 30)
-    assert float(expected.max()) > 1.0
-    loaded = DwellStream(window=8, min_area=40, dilation=2, align=False, size=SIZE)
-    loaded.load_state_dict(stream.state_dict())
-    assert torch.allclose(loaded.score(video, ["v"] * 30), expected)
-    rows = len(loaded.size.memory_bank)
-    more = _video([_walker(40, 40, -1.0, W - 10.0)], seed=34, n_frames=40)
-    loaded.observe(more, ["train3"] * 40)
-    loaded.fit()
-    assert loaded.scores_size and len(loaded.size.memory_bank) > rows
+    assert float(stream.score(video, ["v"] * 30).max()) > 1.0
+    stream.reset()
+    _round_trip_and_merge(stream, video, "size", size=SIZE)
     # A stream without the size density has no size buffers: older checkpoints still load.
     assert "min_log_size" not in DwellStream().state_dict()
 
