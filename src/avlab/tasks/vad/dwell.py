@@ -408,15 +408,19 @@ def _unfitted_gmm(n_components: int, reg_covar: float, setting: str) -> Velocity
     return density
 
 
+def _check_keys(settings: dict, known: set[str], setting: str) -> None:
+    """A clear error naming `setting` when `settings` has keys outside `known`."""
+    unknown = set(settings) - known
+    if unknown:
+        raise ValueError(
+            f"{setting}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}"
+        )
+
+
 def _heading_density(settings: dict) -> tuple[VelocityGMM, float]:
     """The heading GMM and speed fraction from `model.net.dwell.heading` ({n_components,
     reg_covar, speed_fraction})."""
-    unknown = set(settings) - HEADING_KEYS
-    if unknown:
-        raise ValueError(
-            f"model.net.dwell.heading: unknown keys {sorted(unknown)}; "
-            f"expected some of {sorted(HEADING_KEYS)}"
-        )
+    _check_keys(settings, HEADING_KEYS, "model.net.dwell.heading")
     fraction = settings.get("speed_fraction", 0.5)
     if not 0 < fraction <= 1:
         raise ValueError(
@@ -433,12 +437,7 @@ def _heading_density(settings: dict) -> tuple[VelocityGMM, float]:
 
 def _size_density(settings: dict) -> VelocityGMM:
     """The size GMM from `model.net.dwell.size` ({n_components, reg_covar})."""
-    unknown = set(settings) - SIZE_KEYS
-    if unknown:
-        raise ValueError(
-            f"model.net.dwell.size: unknown keys {sorted(unknown)}; "
-            f"expected some of {sorted(SIZE_KEYS)}"
-        )
+    _check_keys(settings, SIZE_KEYS, "model.net.dwell.size")
     return _unfitted_gmm(
         int(settings.get("n_components", 2)),
         float(settings.get("reg_covar", 1e-2)),
